@@ -1,0 +1,71 @@
+# shammah - build, test, sanitizers, benchmarks.
+# `make` builds build/shammah; `make test` runs every test; `make asan` runs them under ASan+UBSan.
+
+CC      ?= gcc
+BUILD   ?= build
+PKGS    := libpcre2-8 jansson
+OPT     ?= -O2
+ARCHFLAGS ?= -march=x86-64-v2
+CFLAGS_BASE := -std=c11 -D_GNU_SOURCE -Wall -Wextra -Werror -Wno-unused-parameter -g -Isrc \
+               $(shell pkg-config --cflags $(PKGS) 2>/dev/null)
+CFLAGS  ?=
+ALL_CFLAGS := $(CFLAGS_BASE) $(OPT) $(ARCHFLAGS) $(CFLAGS) $(SAN)
+LIBS    := $(shell pkg-config --libs $(PKGS) 2>/dev/null) -lpthread -lm
+TEST_LIBS := -lcmocka
+
+LIB_SRC := $(wildcard src/base/*.c src/engine/*.c)
+CLI_SRC := $(wildcard src/cli/*.c)
+LIB_OBJ := $(LIB_SRC:%.c=$(BUILD)/%.o)
+CLI_OBJ := $(CLI_SRC:%.c=$(BUILD)/%.o)
+TEST_SRC := $(wildcard tests/unit/test_*.c)
+TEST_BIN := $(TEST_SRC:tests/unit/%.c=$(BUILD)/tests/%)
+
+DEB_PKGS := build-essential pkg-config libpcre2-dev libjansson-dev libcmocka-dev \
+            libmicrohttpd-dev libcurl4-openssl-dev libedit-dev libsqlite3-dev
+
+.PHONY: all test unit asan deps clean check-reference bench fixtures format
+
+all: $(BUILD)/shammah
+
+$(BUILD)/%.o: %.c
+	@mkdir -p $(dir $@)
+	$(CC) $(ALL_CFLAGS) -MMD -MP -c $< -o $@
+
+$(BUILD)/libshammah.a: $(LIB_OBJ)
+	@rm -f $@
+	ar rcs $@ $^
+
+$(BUILD)/shammah: $(CLI_OBJ) $(BUILD)/libshammah.a
+	$(CC) $(ALL_CFLAGS) -o $@ $(CLI_OBJ) $(BUILD)/libshammah.a $(LIBS)
+
+$(BUILD)/tests/%: tests/unit/%.c $(BUILD)/libshammah.a tests/unit/testutil.h
+	@mkdir -p $(dir $@)
+	$(CC) $(ALL_CFLAGS) -Itests -o $@ $< $(BUILD)/libshammah.a $(LIBS) $(TEST_LIBS)
+
+unit: $(TEST_BIN)
+
+test: $(BUILD)/shammah $(TEST_BIN)
+	@BUILD=$(BUILD) sh tests/run.sh
+
+asan:
+	$(MAKE) BUILD=build-asan OPT=-O1 SAN="-fsanitize=address,undefined -fno-omit-frame-pointer -fno-sanitize-recover=all" test
+
+deps:
+	@if dpkg -s $(DEB_PKGS) >/dev/null 2>&1; then echo "deps: all installed"; else \
+	  apt-get update && DEBIAN_FRONTEND=noninteractive apt-get install -y $(DEB_PKGS); fi
+
+# Re-run the comparison against llama.cpp live (needs ../shared/reference set up).
+check-reference: $(BUILD)/shammah
+	sh tests/reference/check.sh $(BUILD)/shammah
+
+# Regenerate the stored reference fixtures with llama.cpp.
+fixtures: $(BUILD)/shammah
+	sh tests/reference/make_fixtures.sh $(BUILD)/shammah
+
+format:
+	clang-format -i $(LIB_SRC) $(CLI_SRC) $(wildcard src/*/*.h) $(TEST_SRC)
+
+clean:
+	rm -rf build build-asan
+
+-include $(LIB_OBJ:.o=.d) $(CLI_OBJ:.o=.d)

@@ -1,0 +1,2 @@
+/* gguf.c - placeholder until the reader lands. */
+#include "engine/gguf.h"

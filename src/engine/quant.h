@@ -1,0 +1,56 @@
+/* quant.h - tensor element types: sizes, (de)quantization, and dot products.
+ *
+ * Type ids are ggml's, so they can be stored in GGUF files as is. The dot products follow
+ * llama.cpp's CPU backend so results match it closely: a weight row of type T is multiplied
+ * with an activation vector first converted to qt_vec_dot_type(T) (F16 for F16 weights, BF16
+ * for BF16, Q8_0 blocks for Q8_0/Q4_0, Q8_K blocks for Q4_K/Q6_K, F32 for F32).
+ *
+ * This file is the entry point that SIMD kernels replace: callers only use qt_* functions. */
+#ifndef SH_QUANT_H
+#define SH_QUANT_H
+
+#include <stddef.h>
+#include <stdint.h>
+
+/* ---- types ---- */
+enum {
+    QT_F32 = 0,
+    QT_F16 = 1,
+    QT_Q4_0 = 2,
+    QT_Q8_0 = 8,
+    QT_Q4_K = 12,
+    QT_Q6_K = 14,
+    QT_Q8_K = 15, /* activations only */
+    QT_BF16 = 30,
+    QT_MAX_ID = 40
+};
+
+int qt_supported(uint32_t type);        /* 1 if this engine can compute with the type */
+const char *qt_name(uint32_t type);     /* "Q4_K" ...; "?" for unknown ids */
+int qt_from_name(const char *name);     /* case-insensitive; -1 if unknown */
+int64_t qt_block_elems(uint32_t type);  /* elements per block (1 for float types) */
+size_t qt_block_bytes(uint32_t type);   /* bytes per block */
+/* Bytes for a row of n elements; 0 if n is not a multiple of the block size or type unknown. */
+size_t qt_row_bytes(uint32_t type, int64_t n);
+
+/* ---- scalar conversions ---- */
+float qt_f16_to_f32(uint16_t h);
+uint16_t qt_f32_to_f16(float f); /* round to nearest even */
+float qt_bf16_to_f32(uint16_t h);
+uint16_t qt_f32_to_bf16(float f); /* round to nearest even, NaN kept */
+
+/* ---- rows ---- */
+/* dst[0..n) = dequantized src row. n must be a multiple of the block size. */
+void qt_dequant_row(uint32_t type, const void *src, float *dst, int64_t n);
+/* Quantize a float row into dst (qt_row_bytes(type, n) bytes). Returns SH_OK or SH_EINVAL. */
+int qt_quantize_row(uint32_t type, const float *src, void *dst, int64_t n);
+
+/* ---- dot products ---- */
+uint32_t qt_vec_dot_type(uint32_t weight_type);
+/* Convert activations x[0..n) to the vec-dot type of weight_type into buf
+ * (qt_row_bytes(qt_vec_dot_type(weight_type), n) bytes). */
+void qt_prep_act(uint32_t weight_type, const float *x, void *buf, int64_t n);
+/* Dot product of one weight row (type weight_type) with prepared activations. */
+float qt_vec_dot(uint32_t weight_type, const void *w_row, const void *act, int64_t n);
+
+#endif
