@@ -49,8 +49,8 @@ typedef struct gguf gguf;
 
 /* ---- reading ---- */
 /* Map and validate a file. On error returns SH_E* with a one-line detail naming the problem
- * (sh_error_last()). Caller closes with gguf_close(). Tensor types unknown to quant.h are an
- * error unless allow_unknown_types (info tools). */
+ * (sh_error_last()). Caller closes with gguf_close(). A tensor type this engine cannot
+ * compute with (quant.h) is an error: the file could not be used anyway. */
 int gguf_open(gguf **out, const char *path);
 void gguf_close(gguf *g);
 uint32_t gguf_version(const gguf *g);

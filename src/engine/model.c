@@ -1,0 +1,606 @@
+/* model.c - loading llama/qwen2/qwen3 GGUF models and the forward pass.
+ *
+ * Numerics follow llama.cpp's CPU backend where it matters for matching logits: activations
+ * are converted to each weight's dot-product type (quant.h), RMSNorm sums squares in double,
+ * RoPE angles are built by repeated multiplication, and with an F16 KV cache the query and
+ * the attention weights are rounded to F16 as ggml does for F16 x F32 products. */
+#include "engine/model.h"
+
+#include <inttypes.h>
+#include <math.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+
+#include "base/status.h"
+#include "engine/pool.h"
+#include "engine/quant.h"
+
+/* Tokens evaluated together per step: weights are read once per batch. */
+#define MODEL_UBATCH 32
+#define MODEL_MAX_LAYERS 512
+#define MODEL_MAX_DIM (1 << 20)
+
+typedef struct {
+    const float *attn_norm; /* (n_embd) */
+    model_mat wq;           /* (n_head * head_dim, n_embd) */
+    model_mat wk;           /* (n_head_kv * head_dim, n_embd) */
+    model_mat wv;           /* (n_head_kv * head_dim_v, n_embd) */
+    model_mat wo;           /* (n_embd, n_head * head_dim_v) */
+    const float *bq, *bk, *bv; /* optional biases (qwen2) */
+    const float *q_norm, *k_norm; /* (head_dim), qwen3 */
+    const float *ffn_norm; /* (n_embd) */
+    model_mat w_gate;      /* (n_ff, n_embd) */
+    model_mat w_up;        /* (n_ff, n_embd) */
+    model_mat w_down;      /* (n_embd, n_ff) */
+} layer;
+
+struct model {
+    gguf *g;
+    model_hparams hp;
+    model_mat tok_embd;  /* (n_vocab, n_embd) */
+    model_mat output;    /* (n_vocab, n_embd), tied to tok_embd when absent */
+    const float *out_norm; /* (n_embd) */
+    layer *layers;
+    float *vecs; /* owned F32 copies of every 1-D tensor (norms, biases) */
+    uint64_t vecs_used, vecs_cap;
+    uint64_t weight_bytes, n_params;
+};
+
+static const char *const arch_names[ARCH_COUNT_] = {"llama", "qwen2", "qwen3"};
+
+const char *model_arch_name(model_arch a) {
+    return a < ARCH_COUNT_ ? arch_names[a] : "?";
+}
+
+/* ---- loading ---- */
+
+static int hp_key(const gguf *g, const char *arch, const char *suffix, int required, int64_t dflt,
+                  int64_t lo, int64_t hi, int32_t *out) {
+    char key[128];
+    int64_t v;
+    snprintf(key, sizeof key, "%s.%s", arch, suffix);
+    int st = gguf_get_i64(g, key, &v);
+    if (st == SH_ENOTFOUND && !required) {
+        v = dflt;
+    } else if (st == SH_ENOTFOUND) {
+        return sh_error_set(SH_EFORMAT, "missing required key '%s'", key);
+    } else if (st) {
+        return st;
+    }
+    if (v < lo || v > hi)
+        return sh_error_set(SH_EFORMAT, "'%s' = %" PRId64 " is out of range [%" PRId64
+                            ", %" PRId64 "]", key, v, lo, hi);
+    *out = (int32_t)v;
+    return SH_OK;
+}
+
+static int read_hparams(const gguf *g, model_hparams *hp) {
+    char arch[64];
+    int st = gguf_get_cstr(g, "general.architecture", arch, sizeof arch);
+    if (st == SH_ENOTFOUND) return sh_error_set(SH_EFORMAT, "missing required key 'general.architecture'");
+    if (st) return st;
+    hp->arch = ARCH_COUNT_;
+    for (int a = 0; a < ARCH_COUNT_; a++)
+        if (!strcmp(arch, arch_names[a])) hp->arch = (model_arch)a;
+    /* Mistral-style files are written with arch "llama"; others are genuinely different nets */
+    if (hp->arch == ARCH_COUNT_)
+        return sh_error_set(SH_EUNSUPPORTED, "unknown architecture '%s' (supported: llama, qwen2, qwen3)",
+                            arch);
+    if ((st = hp_key(g, arch, "embedding_length", 1, 0, 1, MODEL_MAX_DIM, &hp->n_embd)) ||
+        (st = hp_key(g, arch, "block_count", 1, 0, 1, MODEL_MAX_LAYERS, &hp->n_layer)) ||
+        (st = hp_key(g, arch, "feed_forward_length", 1, 0, 1, MODEL_MAX_DIM, &hp->n_ff)) ||
+        (st = hp_key(g, arch, "attention.head_count", 1, 0, 1, 4096, &hp->n_head)) ||
+        (st = hp_key(g, arch, "context_length", 1, 0, 1, 1 << 24, &hp->n_ctx_train)) ||
+        (st = hp_key(g, arch, "attention.head_count_kv", 0, hp->n_head, 1, hp->n_head,
+                     &hp->n_head_kv)))
+        return st;
+    if (hp->n_head % hp->n_head_kv != 0)
+        return sh_error_set(SH_EFORMAT, "head_count %d is not a multiple of head_count_kv %d",
+                            hp->n_head, hp->n_head_kv);
+    int32_t hd_default = hp->n_embd / hp->n_head;
+    if ((st = hp_key(g, arch, "attention.key_length", 0, hd_default, 2, 65536, &hp->head_dim)) ||
+        (st = hp_key(g, arch, "attention.value_length", 0, hp->head_dim, 1, 65536,
+                     &hp->head_dim_v)) ||
+        (st = hp_key(g, arch, "rope.dimension_count", 0, hp->head_dim, 2, hp->head_dim,
+                     &hp->rope_dim)))
+        return st;
+    if (hp->head_dim % 2 || hp->rope_dim % 2)
+        return sh_error_set(SH_EFORMAT, "head and rope dimensions must be even");
+    char key[128];
+    snprintf(key, sizeof key, "%s.attention.layer_norm_rms_epsilon", arch);
+    if ((st = gguf_get_f32(g, key, &hp->norm_eps)))
+        return st == SH_ENOTFOUND ? sh_error_set(SH_EFORMAT, "missing required key '%s'", key) : st;
+    if (!(hp->norm_eps > 0 && hp->norm_eps < 1))
+        return sh_error_set(SH_EFORMAT, "'%s' = %g is out of range", key, hp->norm_eps);
+    snprintf(key, sizeof key, "%s.rope.freq_base", arch);
+    hp->rope_base = 10000.0f;
+    st = gguf_get_f32(g, key, &hp->rope_base);
+    if (st && st != SH_ENOTFOUND) return st;
+    if (!(hp->rope_base > 1))
+        return sh_error_set(SH_EFORMAT, "'%s' = %g is out of range", key, hp->rope_base);
+    hp->rope_neox = hp->arch != ARCH_LLAMA;
+    return SH_OK;
+}
+
+static int find(const model *m, const char *name, int required, const gguf_tensor **out) {
+    *out = gguf_find_tensor(m->g, name);
+    if (!*out && required) return sh_error_set(SH_EFORMAT, "missing tensor '%s'", name);
+    return SH_OK;
+}
+
+static int shape_error(const gguf_tensor *t, int64_t a, int64_t b) {
+    return sh_error_set(SH_EFORMAT, "tensor '%.*s' has shape [%" PRId64 ", %" PRId64 ", %" PRId64
+                        "], expected [%" PRId64 ", %" PRId64 "]", (int)t->name.len, t->name.ptr,
+                        t->ne[0], t->ne[1], t->ne[2], a, b);
+}
+
+static int get_mat(model *m, const char *name, int64_t n_in, int64_t n_out, int required,
+                   model_mat *out) {
+    const gguf_tensor *t;
+    int st = find(m, name, required, &t);
+    if (st || !t) return st;
+    if (t->ne[0] != n_in || t->ne[1] != n_out || t->ne[2] != 1 || t->ne[3] != 1)
+        return shape_error(t, n_in, n_out);
+    if (t->type == QT_Q8_K)
+        return sh_error_set(SH_EUNSUPPORTED, "tensor '%s' has type Q8_K, which is for activations only",
+                            name);
+    out->data = t->data;
+    out->type = t->type;
+    out->n_in = n_in;
+    out->n_out = n_out;
+    out->row_bytes = qt_row_bytes(t->type, n_in);
+    m->weight_bytes += t->nbytes;
+    m->n_params += (uint64_t)n_in * (uint64_t)n_out;
+    return SH_OK;
+}
+
+/* 1-D tensors are tiny: keep an F32 copy so the hot path never converts them. */
+static int get_vec(model *m, const char *name, int64_t n, int required, const float **out) {
+    const gguf_tensor *t;
+    *out = NULL;
+    int st = find(m, name, required, &t);
+    if (st || !t) return st;
+    if (t->ne[0] != n || t->ne[1] != 1 || t->ne[2] != 1 || t->ne[3] != 1) return shape_error(t, n, 1);
+    if (m->vecs_used + (uint64_t)n > m->vecs_cap)
+        return sh_error_set(SH_EFORMAT, "tensor '%s' exceeds the vector budget", name);
+    float *dst = m->vecs + m->vecs_used;
+    qt_dequant_row(t->type, t->data, dst, n);
+    m->vecs_used += (uint64_t)n;
+    m->weight_bytes += t->nbytes;
+    m->n_params += (uint64_t)n;
+    *out = dst;
+    return SH_OK;
+}
+
+static int load_tensors(model *m) {
+    const model_hparams *hp = &m->hp;
+    int64_t E = hp->n_embd, F = hp->n_ff, V = hp->n_vocab;
+    int64_t QD = (int64_t)hp->n_head * hp->head_dim, KD = (int64_t)hp->n_head_kv * hp->head_dim;
+    int64_t VD = (int64_t)hp->n_head_kv * hp->head_dim_v, OD = (int64_t)hp->n_head * hp->head_dim_v;
+    /* per layer: 2 norms + 3 biases (q, k, v) + 2 head norms; plus the output norm */
+    m->vecs_cap = (uint64_t)hp->n_layer * (2 * E + QD + KD + VD + 2 * hp->head_dim) + E;
+    m->vecs = malloc(m->vecs_cap * sizeof *m->vecs);
+    m->layers = calloc((size_t)hp->n_layer, sizeof *m->layers);
+    if (!m->vecs || !m->layers) return sh_error_set(SH_ENOMEM, "out of memory");
+    int st;
+    if ((st = get_mat(m, "token_embd.weight", E, V, 1, &m->tok_embd)) ||
+        (st = get_vec(m, "output_norm.weight", E, 1, &m->out_norm)) ||
+        (st = get_mat(m, "output.weight", E, V, 0, &m->output)))
+        return st;
+    if (!m->output.data) m->output = m->tok_embd; /* tied embeddings */
+    char name[96];
+#define NM(s) (snprintf(name, sizeof name, "blk.%d." s, l), name)
+    for (int l = 0; l < hp->n_layer; l++) {
+        layer *L = &m->layers[l];
+        if ((st = get_vec(m, NM("attn_norm.weight"), E, 1, &L->attn_norm)) ||
+            (st = get_mat(m, NM("attn_q.weight"), E, QD, 1, &L->wq)) ||
+            (st = get_mat(m, NM("attn_k.weight"), E, KD, 1, &L->wk)) ||
+            (st = get_mat(m, NM("attn_v.weight"), E, VD, 1, &L->wv)) ||
+            (st = get_mat(m, NM("attn_output.weight"), OD, E, 1, &L->wo)) ||
+            (st = get_vec(m, NM("attn_q.bias"), QD, 0, &L->bq)) ||
+            (st = get_vec(m, NM("attn_k.bias"), KD, 0, &L->bk)) ||
+            (st = get_vec(m, NM("attn_v.bias"), VD, 0, &L->bv)) ||
+            (st = get_vec(m, NM("attn_q_norm.weight"), hp->head_dim, hp->arch == ARCH_QWEN3,
+                          &L->q_norm)) ||
+            (st = get_vec(m, NM("attn_k_norm.weight"), hp->head_dim, hp->arch == ARCH_QWEN3,
+                          &L->k_norm)) ||
+            (st = get_vec(m, NM("ffn_norm.weight"), E, 1, &L->ffn_norm)) ||
+            (st = get_mat(m, NM("ffn_gate.weight"), E, F, 1, &L->w_gate)) ||
+            (st = get_mat(m, NM("ffn_up.weight"), E, F, 1, &L->w_up)) ||
+            (st = get_mat(m, NM("ffn_down.weight"), F, E, 1, &L->w_down)))
+            return st;
+    }
+#undef NM
+    return SH_OK;
+}
+
+int model_load(model **out, const char *path) {
+    int st;
+    model *m = calloc(1, sizeof *m);
+    *out = NULL;
+    if (!m) return sh_error_set(SH_ENOMEM, "out of memory");
+    if ((st = gguf_open(&m->g, path))) goto out;
+    if ((st = read_hparams(m->g, &m->hp))) goto out;
+    const gguf_tensor *te = gguf_find_tensor(m->g, "token_embd.weight");
+    if (!te) {
+        st = sh_error_set(SH_EFORMAT, "missing tensor 'token_embd.weight'");
+        goto out;
+    }
+    if (te->ne[1] < 1 || te->ne[1] > (1 << 24)) {
+        st = sh_error_set(SH_EFORMAT, "token_embd.weight has %" PRId64 " rows", te->ne[1]);
+        goto out;
+    }
+    m->hp.n_vocab = (int32_t)te->ne[1];
+    st = load_tensors(m);
+out:
+    if (st) {
+        model_free(m);
+        return st;
+    }
+    *out = m;
+    return SH_OK;
+}
+
+void model_free(model *m) {
+    if (!m) return;
+    free(m->layers);
+    free(m->vecs);
+    gguf_close(m->g);
+    free(m);
+}
+
+const model_hparams *model_hp(const model *m) {
+    return &m->hp;
+}
+
+const gguf *model_gguf(const model *m) {
+    return m->g;
+}
+
+uint64_t model_weight_bytes(const model *m) {
+    return m->weight_bytes;
+}
+
+uint64_t model_n_params(const model *m) {
+    return m->n_params;
+}
+
+/* ---- sequences ---- */
+
+struct model_ctx {
+    const model *m;
+    pool *pool;
+    int32_t n_ctx, pos;
+    int kv_type;
+    size_t kv_elem;      /* bytes per cached element */
+    uint8_t *k_cache;    /* (n_layer, n_ctx, n_head_kv * head_dim) */
+    uint8_t *v_cache;    /* (n_layer, n_ctx, n_head_kv * head_dim_v) */
+    float *x;            /* (UBATCH, n_embd) residual stream */
+    float *xb;           /* (UBATCH, n_embd) normed input of a sub-layer */
+    float *xb2;          /* (UBATCH, n_embd) sub-layer output */
+    float *q;            /* (UBATCH, n_head * head_dim) */
+    float *k;            /* (UBATCH, n_head_kv * head_dim) */
+    float *v;            /* (UBATCH, n_head_kv * head_dim_v) */
+    float *att_out;      /* (UBATCH, n_head * head_dim_v) */
+    float *hb, *hb2;     /* (UBATCH, n_ff) */
+    float *scores;       /* (n_threads, n_ctx) */
+    float *qtmp;         /* (n_threads, head_dim) */
+    uint8_t *act;        /* (UBATCH, max row bytes) activations in the dot-product type */
+    size_t act_stride;
+    float *rope_cos, *rope_sin; /* (UBATCH, rope_dim / 2) */
+};
+
+static void *xcalloc(size_t n, size_t size, int *st) {
+    if (*st) return NULL;
+    void *p = (n && size <= SIZE_MAX / n) ? calloc(n, size) : NULL;
+    if (!p) *st = sh_error_set(SH_ENOMEM, "out of memory allocating %zu x %zu bytes", n, size);
+    return p;
+}
+
+int model_ctx_new(model_ctx **out, const model *m, int32_t n_ctx, int kv_type, int n_threads) {
+    const model_hparams *hp = &m->hp;
+    int st = SH_OK;
+    *out = NULL;
+    if (n_ctx < 1) return sh_error_set(SH_EINVAL, "context size must be >= 1");
+    if (kv_type != KV_F32 && kv_type != KV_F16) return sh_error_set(SH_EINVAL, "bad KV type");
+    model_ctx *c = calloc(1, sizeof *c);
+    if (!c) return sh_error_set(SH_ENOMEM, "out of memory");
+    c->m = m;
+    c->n_ctx = n_ctx;
+    c->kv_type = kv_type;
+    c->kv_elem = kv_type == KV_F16 ? 2 : 4;
+    if ((st = pool_new(&c->pool, n_threads))) goto out;
+    size_t E = hp->n_embd, KD = (size_t)hp->n_head_kv * hp->head_dim;
+    size_t VD = (size_t)hp->n_head_kv * hp->head_dim_v, QD = (size_t)hp->n_head * hp->head_dim;
+    size_t OD = (size_t)hp->n_head * hp->head_dim_v, B = MODEL_UBATCH;
+    size_t cells = (size_t)hp->n_layer * (size_t)n_ctx;
+    c->k_cache = xcalloc(cells, KD * c->kv_elem, &st);
+    c->v_cache = xcalloc(cells, VD * c->kv_elem, &st);
+    c->x = xcalloc(B * E, sizeof(float), &st);
+    c->xb = xcalloc(B * E, sizeof(float), &st);
+    c->xb2 = xcalloc(B * E, sizeof(float), &st);
+    c->q = xcalloc(B * QD, sizeof(float), &st);
+    c->k = xcalloc(B * KD, sizeof(float), &st);
+    c->v = xcalloc(B * VD, sizeof(float), &st);
+    c->att_out = xcalloc(B * OD, sizeof(float), &st);
+    c->hb = xcalloc(B * (size_t)hp->n_ff, sizeof(float), &st);
+    c->hb2 = xcalloc(B * (size_t)hp->n_ff, sizeof(float), &st);
+    c->scores = xcalloc((size_t)n_threads * (size_t)n_ctx, sizeof(float), &st);
+    c->qtmp = xcalloc((size_t)n_threads * (size_t)hp->head_dim, sizeof(float), &st);
+    c->rope_cos = xcalloc(B * (size_t)hp->rope_dim / 2, sizeof(float), &st);
+    c->rope_sin = xcalloc(B * (size_t)hp->rope_dim / 2, sizeof(float), &st);
+    size_t max_in = E;
+    if ((size_t)hp->n_ff > max_in) max_in = hp->n_ff;
+    if (OD > max_in) max_in = OD;
+    /* F32 is the widest dot-product type: 4 bytes an element, plus block headers slack */
+    c->act_stride = (max_in * 4 + 63) / 64 * 64;
+    c->act = xcalloc(B, c->act_stride, &st);
+out:
+    if (st) {
+        model_ctx_free(c);
+        return st;
+    }
+    *out = c;
+    return SH_OK;
+}
+
+void model_ctx_free(model_ctx *c) {
+    if (!c) return;
+    pool_free(c->pool);
+    free(c->k_cache);
+    free(c->v_cache);
+    free(c->x);
+    free(c->xb);
+    free(c->xb2);
+    free(c->q);
+    free(c->k);
+    free(c->v);
+    free(c->att_out);
+    free(c->hb);
+    free(c->hb2);
+    free(c->scores);
+    free(c->qtmp);
+    free(c->rope_cos);
+    free(c->rope_sin);
+    free(c->act);
+    free(c);
+}
+
+int32_t model_ctx_n_ctx(const model_ctx *c) {
+    return c->n_ctx;
+}
+
+int32_t model_ctx_pos(const model_ctx *c) {
+    return c->pos;
+}
+
+void model_ctx_truncate(model_ctx *c, int32_t pos) {
+    if (pos >= 0 && pos < c->pos) c->pos = pos;
+}
+
+/* ---- kernels ---- */
+
+typedef struct {
+    const model_mat *w;
+    const uint8_t *act;
+    size_t act_stride;
+    float *y;
+    int64_t y_stride;
+    int32_t n_tok;
+} matmul_job;
+
+static void matmul_rows(void *arg, int64_t r0, int64_t r1, int ith) {
+    const matmul_job *j = arg;
+    const model_mat *w = j->w;
+    const uint8_t *row = (const uint8_t *)w->data + (size_t)r0 * w->row_bytes;
+    for (int64_t r = r0; r < r1; r++, row += w->row_bytes)
+        for (int32_t t = 0; t < j->n_tok; t++)
+            j->y[t * j->y_stride + r] = qt_vec_dot(w->type, row, j->act + t * j->act_stride, w->n_in);
+}
+
+/* y[t][0..n_out) = W x[t] for t < n_tok; x rows are n_in apart, y rows n_out apart. */
+static void matmul(model_ctx *c, const model_mat *w, const float *x, float *y, int32_t n_tok) {
+    for (int32_t t = 0; t < n_tok; t++)
+        qt_prep_act(w->type, x + (size_t)t * w->n_in, c->act + (size_t)t * c->act_stride, w->n_in);
+    matmul_job j = {w, c->act, c->act_stride, y, w->n_out, n_tok};
+    pool_run(c->pool, matmul_rows, &j, w->n_out, 16);
+}
+
+static void rmsnorm(float *out, const float *x, const float *w, int64_t n, float eps) {
+    double ss = 0;
+    for (int64_t i = 0; i < n; i++) ss += (double)x[i] * x[i];
+    float scale = 1.0f / sqrtf((float)(ss / n) + eps);
+    for (int64_t i = 0; i < n; i++) out[i] = x[i] * scale * w[i];
+}
+
+static void add_bias(float *y, const float *b, int64_t n, int32_t n_tok) {
+    if (!b) return;
+    for (int32_t t = 0; t < n_tok; t++)
+        for (int64_t i = 0; i < n; i++) y[t * n + i] += b[i];
+}
+
+static void rope_tables(model_ctx *c, int32_t pos0, int32_t n_tok) {
+    const model_hparams *hp = &c->m->hp;
+    int half = hp->rope_dim / 2;
+    float theta_scale = powf(hp->rope_base, -2.0f / (float)hp->rope_dim);
+    for (int32_t t = 0; t < n_tok; t++) {
+        float theta = (float)(pos0 + t);
+        for (int i = 0; i < half; i++) {
+            c->rope_cos[t * half + i] = cosf(theta);
+            c->rope_sin[t * half + i] = sinf(theta);
+            theta *= theta_scale;
+        }
+    }
+}
+
+/* Rotates the leading rope_dim dims of each of n_heads heads of vector v. */
+static void rope(const model_ctx *c, float *v, int n_heads, int head_dim, int32_t t) {
+    const model_hparams *hp = &c->m->hp;
+    int half = hp->rope_dim / 2;
+    const float *cs = c->rope_cos + t * half, *sn = c->rope_sin + t * half;
+    for (int h = 0; h < n_heads; h++) {
+        float *x = v + h * head_dim;
+        for (int i = 0; i < half; i++) {
+            int a = hp->rope_neox ? i : 2 * i, b = hp->rope_neox ? i + half : 2 * i + 1;
+            float x0 = x[a], x1 = x[b];
+            x[a] = x0 * cs[i] - x1 * sn[i];
+            x[b] = x0 * sn[i] + x1 * cs[i];
+        }
+    }
+}
+
+static float round_f16(float f) {
+    return qt_f16_to_f32(qt_f32_to_f16(f));
+}
+
+static float kv_get(const model_ctx *c, const uint8_t *base, size_t i) {
+    if (c->kv_type == KV_F16) {
+        uint16_t h;
+        memcpy(&h, base + i * 2, 2);
+        return qt_f16_to_f32(h);
+    }
+    float f;
+    memcpy(&f, base + i * 4, 4);
+    return f;
+}
+
+static void kv_put(const model_ctx *c, uint8_t *base, const float *src, size_t n) {
+    if (c->kv_type == KV_F16) {
+        uint16_t *d = (uint16_t *)base;
+        for (size_t i = 0; i < n; i++) d[i] = qt_f32_to_f16(src[i]);
+    } else {
+        memcpy(base, src, n * sizeof(float));
+    }
+}
+
+typedef struct {
+    model_ctx *c;
+    int layer;
+    int32_t pos0, n_tok;
+} attn_job;
+
+/* items are (token, head) pairs */
+static void attn_items(void *arg, int64_t i0, int64_t i1, int ith) {
+    const attn_job *j = arg;
+    model_ctx *c = j->c;
+    const model_hparams *hp = &c->m->hp;
+    int hd = hp->head_dim, hdv = hp->head_dim_v, group = hp->n_head / hp->n_head_kv;
+    size_t KD = (size_t)hp->n_head_kv * hd, VD = (size_t)hp->n_head_kv * hdv;
+    const uint8_t *kc = c->k_cache + (size_t)j->layer * c->n_ctx * KD * c->kv_elem;
+    const uint8_t *vc = c->v_cache + (size_t)j->layer * c->n_ctx * VD * c->kv_elem;
+    float *sc = c->scores + (size_t)ith * c->n_ctx;
+    float *qv = c->qtmp + (size_t)ith * hd;
+    float scale = 1.0f / sqrtf((float)hd);
+    for (int64_t it = i0; it < i1; it++) {
+        int32_t t = (int32_t)(it / hp->n_head);
+        int h = (int)(it % hp->n_head), kvh = h / group;
+        int32_t n_keys = j->pos0 + t + 1;
+        const float *q = c->q + (size_t)t * hp->n_head * hd + (size_t)h * hd;
+        for (int d = 0; d < hd; d++) qv[d] = c->kv_type == KV_F16 ? round_f16(q[d]) : q[d];
+        float mx = -INFINITY;
+        for (int32_t p = 0; p < n_keys; p++) {
+            const uint8_t *kr = kc + ((size_t)p * KD + (size_t)kvh * hd) * c->kv_elem;
+            float s = 0;
+            for (int d = 0; d < hd; d++) s += qv[d] * kv_get(c, kr, d);
+            s *= scale;
+            sc[p] = s;
+            if (s > mx) mx = s;
+        }
+        double sum = 0;
+        for (int32_t p = 0; p < n_keys; p++) {
+            sc[p] = expf(sc[p] - mx);
+            sum += sc[p];
+        }
+        float inv = (float)(1.0 / sum);
+        float *o = c->att_out + (size_t)t * hp->n_head * hdv + (size_t)h * hdv;
+        for (int d = 0; d < hdv; d++) o[d] = 0;
+        for (int32_t p = 0; p < n_keys; p++) {
+            float w = sc[p] * inv;
+            if (c->kv_type == KV_F16) w = round_f16(w);
+            const uint8_t *vr = vc + ((size_t)p * VD + (size_t)kvh * hdv) * c->kv_elem;
+            for (int d = 0; d < hdv; d++) o[d] += w * kv_get(c, vr, d);
+        }
+    }
+}
+
+static float silu(float x) {
+    return x / (1.0f + expf(-x));
+}
+
+static void eval_batch(model_ctx *c, const int32_t *tokens, int32_t n_tok, float *logits) {
+    const model *m = c->m;
+    const model_hparams *hp = &m->hp;
+    int64_t E = hp->n_embd, F = hp->n_ff, hd = hp->head_dim;
+    int64_t QD = (int64_t)hp->n_head * hd, KD = (int64_t)hp->n_head_kv * hd;
+    int64_t VD = (int64_t)hp->n_head_kv * hp->head_dim_v;
+    int32_t pos0 = c->pos;
+
+    for (int32_t t = 0; t < n_tok; t++)
+        qt_dequant_row(m->tok_embd.type,
+                       (const uint8_t *)m->tok_embd.data + (size_t)tokens[t] * m->tok_embd.row_bytes,
+                       c->x + t * E, E);
+    rope_tables(c, pos0, n_tok);
+
+    for (int l = 0; l < hp->n_layer; l++) {
+        const layer *L = &m->layers[l];
+        for (int32_t t = 0; t < n_tok; t++)
+            rmsnorm(c->xb + t * E, c->x + t * E, L->attn_norm, E, hp->norm_eps);
+        matmul(c, &L->wq, c->xb, c->q, n_tok);
+        matmul(c, &L->wk, c->xb, c->k, n_tok);
+        matmul(c, &L->wv, c->xb, c->v, n_tok);
+        add_bias(c->q, L->bq, QD, n_tok);
+        add_bias(c->k, L->bk, KD, n_tok);
+        add_bias(c->v, L->bv, VD, n_tok);
+        for (int32_t t = 0; t < n_tok; t++) {
+            if (L->q_norm) {
+                for (int h = 0; h < hp->n_head; h++) {
+                    float *q = c->q + t * QD + h * hd;
+                    rmsnorm(q, q, L->q_norm, hd, hp->norm_eps);
+                }
+                for (int h = 0; h < hp->n_head_kv; h++) {
+                    float *k = c->k + t * KD + h * hd;
+                    rmsnorm(k, k, L->k_norm, hd, hp->norm_eps);
+                }
+            }
+            rope(c, c->q + t * QD, hp->n_head, (int)hd, t);
+            rope(c, c->k + t * KD, hp->n_head_kv, (int)hd, t);
+            size_t cell = (size_t)l * c->n_ctx + (size_t)(pos0 + t);
+            kv_put(c, c->k_cache + cell * KD * c->kv_elem, c->k + t * KD, (size_t)KD);
+            kv_put(c, c->v_cache + cell * VD * c->kv_elem, c->v + t * VD, (size_t)VD);
+        }
+        attn_job aj = {c, l, pos0, n_tok};
+        pool_run(c->pool, attn_items, &aj, (int64_t)n_tok * hp->n_head, 1);
+        matmul(c, &L->wo, c->att_out, c->xb2, n_tok);
+        for (int64_t i = 0; i < n_tok * E; i++) c->x[i] += c->xb2[i];
+
+        for (int32_t t = 0; t < n_tok; t++)
+            rmsnorm(c->xb + t * E, c->x + t * E, L->ffn_norm, E, hp->norm_eps);
+        matmul(c, &L->w_gate, c->xb, c->hb, n_tok);
+        matmul(c, &L->w_up, c->xb, c->hb2, n_tok);
+        for (int64_t i = 0; i < n_tok * F; i++) c->hb[i] = silu(c->hb[i]) * c->hb2[i];
+        matmul(c, &L->w_down, c->hb, c->xb2, n_tok);
+        for (int64_t i = 0; i < n_tok * E; i++) c->x[i] += c->xb2[i];
+    }
+    c->pos += n_tok;
+    if (logits) {
+        rmsnorm(c->xb, c->x + (n_tok - 1) * E, m->out_norm, E, hp->norm_eps);
+        matmul(c, &m->output, c->xb, logits, 1);
+    }
+}
+
+int model_eval(model_ctx *c, const int32_t *tokens, int32_t n, float *logits) {
+    if (n < 1) return sh_error_set(SH_EINVAL, "nothing to evaluate");
+    if (n > c->n_ctx - c->pos)
+        return sh_error_set(SH_ERANGE, "%d tokens do not fit in the context (%d of %d used)", n,
+                            c->pos, c->n_ctx);
+    for (int32_t i = 0; i < n; i++)
+        if (tokens[i] < 0 || tokens[i] >= c->m->hp.n_vocab)
+            return sh_error_set(SH_EINVAL, "token id %d out of range (vocab %d)", tokens[i],
+                                c->m->hp.n_vocab);
+    for (int32_t i = 0; i < n; i += MODEL_UBATCH) {
+        int32_t nb = n - i < MODEL_UBATCH ? n - i : MODEL_UBATCH;
+        eval_batch(c, tokens + i, nb, i + nb == n ? logits : NULL);
+    }
+    return SH_OK;
+}

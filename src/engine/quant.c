@@ -1,0 +1,720 @@
+/* quant.c - tensor element types: sizes, (de)quantization, and dot products.
+ *
+ * Block layouts are ggml's, byte for byte, because the files we write are also read by
+ * llama.cpp and the files we read were written by it. Numerics follow llama.cpp's x86 CPU
+ * backend where it matters for matching logits:
+ *   - Q8_0 activations: d = amax/127 (stored f16), q = round-to-nearest-even(x * (127/amax)).
+ *     This is what ggml's AVX quantize_row_q8_0 does; its portable reference instead
+ *     multiplies by 1/d and rounds half away from zero, which differs on a few elements.
+ *   - Q8_K activations: ggml's reference (signed max, iscale = -127/max, d = 1/iscale).
+ *   - Q8_0/Q4_0 weight quantization: ggml's reference rounding, so our files equal
+ *     llama-quantize's for these types.
+ *   - Quantized dots accumulate integers per (sub-)block and scale once per block.
+ *
+ * Every type has one entry in a kernel table; a SIMD build replaces table entries only.
+ * Row pointers must be aligned to 2 bytes (4 for Q8_K and F32), which GGUF data and
+ * malloc'd buffers are. */
+#include "engine/quant.h"
+
+#include <math.h>
+#include <string.h>
+#include <strings.h>
+
+#include "base/status.h"
+
+#define QK8_0 32
+#define QK4_0 32
+#define QK_K 256
+
+/* ---- block layouts (ggml's) ---- */
+typedef struct {
+    uint16_t d;
+    int8_t qs[QK8_0];
+} blk_q8_0;
+
+typedef struct {
+    uint16_t d;
+    uint8_t qs[QK4_0 / 2];
+} blk_q4_0;
+
+typedef struct {
+    uint16_t d;
+    uint16_t dmin;
+    uint8_t scales[12];
+    uint8_t qs[QK_K / 2];
+} blk_q4_k;
+
+typedef struct {
+    uint8_t ql[QK_K / 2];
+    uint8_t qh[QK_K / 4];
+    int8_t scales[QK_K / 16];
+    uint16_t d;
+} blk_q6_k;
+
+typedef struct {
+    float d;
+    int8_t qs[QK_K];
+    int16_t bsums[QK_K / 16];
+} blk_q8_k;
+
+_Static_assert(sizeof(blk_q8_0) == 34, "q8_0 layout");
+_Static_assert(sizeof(blk_q4_0) == 18, "q4_0 layout");
+_Static_assert(sizeof(blk_q4_k) == 144, "q4_K layout");
+_Static_assert(sizeof(blk_q6_k) == 210, "q6_K layout");
+_Static_assert(sizeof(blk_q8_k) == 292, "q8_K layout");
+
+/* ---- scalar conversions ---- */
+static uint32_t f32_bits(float f) {
+    uint32_t u;
+    memcpy(&u, &f, sizeof u);
+    return u;
+}
+
+static float bits_f32(uint32_t u) {
+    float f;
+    memcpy(&f, &u, sizeof f);
+    return f;
+}
+
+float qt_f16_to_f32(uint16_t h) {
+    uint32_t sign = (uint32_t)(h & 0x8000) << 16;
+    uint32_t exp = (h >> 10) & 0x1f;
+    uint32_t mant = h & 0x3ff;
+    if (exp == 0) {
+        /* zero or subnormal: mant * 2^-24 is exact in f32 */
+        float v = (float)mant * 0x1p-24f;
+        return sign ? -v : v;
+    }
+    if (exp == 31)
+        return bits_f32(sign | 0x7f800000u | (mant << 13));
+    return bits_f32(sign | ((exp + 112) << 23) | (mant << 13));
+}
+
+uint16_t qt_f32_to_f16(float f) {
+    uint32_t x = f32_bits(f);
+    uint16_t sign = (uint16_t)((x >> 16) & 0x8000);
+    uint32_t a = x & 0x7fffffffu;
+    if (a > 0x7f800000u) /* NaN: keep the top payload bits, force quiet like F16C does */
+        return (uint16_t)(sign | 0x7e00 | ((a >> 13) & 0x3ff));
+    if (a >= 0x477ff000u) /* >= 65520 rounds to infinity (65504 is odd, ties go up) */
+        return (uint16_t)(sign | 0x7c00);
+    if (a >= 0x38800000u) { /* normal in f16: round mantissa, carries flow into exponent */
+        uint32_t r = a + 0xfffu + ((a >> 13) & 1);
+        return (uint16_t)(sign | ((r - (112u << 23)) >> 13));
+    }
+    /* subnormal or zero in f16: value in units of 2^-24, rounded to nearest even */
+    uint32_t e = a >> 23;
+    if (e < 102) /* below 2^-25: rounds to zero (also covers f32 subnormals) */
+        return sign;
+    uint32_t m = (a & 0x7fffffu) | 0x800000u;
+    uint32_t s = 126 - e; /* 14..24 */
+    uint32_t q = m >> s;
+    uint32_t rem = m & ((1u << s) - 1);
+    uint32_t half = 1u << (s - 1);
+    if (rem > half || (rem == half && (q & 1)))
+        q++;
+    return (uint16_t)(sign | q);
+}
+
+float qt_bf16_to_f32(uint16_t h) {
+    return bits_f32((uint32_t)h << 16);
+}
+
+uint16_t qt_f32_to_bf16(float f) {
+    uint32_t u = f32_bits(f);
+    if ((u & 0x7fffffffu) > 0x7f800000u)
+        return (uint16_t)((u >> 16) | 0x40); /* NaN stays NaN even if the payload is low */
+    return (uint16_t)((u + 0x7fffu + ((u >> 16) & 1)) >> 16);
+}
+
+/* Round to nearest, ties to even (the default FP environment), like ggml's nearest_int. */
+static int round_even(float v) {
+    return (int)lrintf(v);
+}
+
+/* ---- F32 / F16 / BF16 rows ---- */
+static void deq_f32(const void *src, float *dst, int64_t n) {
+    memcpy(dst, src, (size_t)n * sizeof(float));
+}
+
+static void deq_f16(const void *src, float *dst, int64_t n) {
+    const uint16_t *h = src;
+    for (int64_t i = 0; i < n; i++)
+        dst[i] = qt_f16_to_f32(h[i]);
+}
+
+static void deq_bf16(const void *src, float *dst, int64_t n) {
+    const uint16_t *h = src;
+    for (int64_t i = 0; i < n; i++)
+        dst[i] = qt_bf16_to_f32(h[i]);
+}
+
+static void q_f32(const float *src, void *dst, int64_t n) {
+    memcpy(dst, src, (size_t)n * sizeof(float));
+}
+
+static void q_f16(const float *src, void *dst, int64_t n) {
+    uint16_t *h = dst;
+    for (int64_t i = 0; i < n; i++)
+        h[i] = qt_f32_to_f16(src[i]);
+}
+
+static void q_bf16(const float *src, void *dst, int64_t n) {
+    uint16_t *h = dst;
+    for (int64_t i = 0; i < n; i++)
+        h[i] = qt_f32_to_bf16(src[i]);
+}
+
+/* Float dots keep 8 partial sums: the shape of an 8-lane SIMD kernel, and a little more
+ * accurate than one running sum. n is any length for the float types. */
+static float dot_f32(const void *w, const void *a, int64_t n) {
+    const float *x = w, *y = a;
+    float acc[8] = {0};
+    int64_t i = 0;
+    for (; i + 8 <= n; i += 8)
+        for (int l = 0; l < 8; l++)
+            acc[l] += x[i + l] * y[i + l];
+    for (; i < n; i++)
+        acc[0] += x[i] * y[i];
+    float s = 0;
+    for (int l = 0; l < 8; l++)
+        s += acc[l];
+    return s;
+}
+
+static float dot_f16(const void *w, const void *a, int64_t n) {
+    const uint16_t *x = w, *y = a;
+    float acc[8] = {0};
+    int64_t i = 0;
+    for (; i + 8 <= n; i += 8)
+        for (int l = 0; l < 8; l++)
+            acc[l] += qt_f16_to_f32(x[i + l]) * qt_f16_to_f32(y[i + l]);
+    for (; i < n; i++)
+        acc[0] += qt_f16_to_f32(x[i]) * qt_f16_to_f32(y[i]);
+    float s = 0;
+    for (int l = 0; l < 8; l++)
+        s += acc[l];
+    return s;
+}
+
+static float dot_bf16(const void *w, const void *a, int64_t n) {
+    const uint16_t *x = w, *y = a;
+    float acc[8] = {0};
+    int64_t i = 0;
+    for (; i + 8 <= n; i += 8)
+        for (int l = 0; l < 8; l++)
+            acc[l] += qt_bf16_to_f32(x[i + l]) * qt_bf16_to_f32(y[i + l]);
+    for (; i < n; i++)
+        acc[0] += qt_bf16_to_f32(x[i]) * qt_bf16_to_f32(y[i]);
+    float s = 0;
+    for (int l = 0; l < 8; l++)
+        s += acc[l];
+    return s;
+}
+
+/* ---- Q8_0 ---- */
+static void deq_q8_0(const void *src, float *dst, int64_t n) {
+    const blk_q8_0 *b = src;
+    for (int64_t i = 0; i < n / QK8_0; i++) {
+        float d = qt_f16_to_f32(b[i].d);
+        for (int j = 0; j < QK8_0; j++)
+            dst[i * QK8_0 + j] = b[i].qs[j] * d;
+    }
+}
+
+/* Weight quantizer: ggml's reference (x * (1/d), rounded half away from zero). */
+static void q_q8_0(const float *src, void *dst, int64_t n) {
+    blk_q8_0 *b = dst;
+    for (int64_t i = 0; i < n / QK8_0; i++) {
+        const float *x = src + i * QK8_0;
+        float amax = 0;
+        for (int j = 0; j < QK8_0; j++)
+            amax = fmaxf(amax, fabsf(x[j]));
+        float d = amax / 127;
+        float id = d != 0 ? 1.0f / d : 0.0f;
+        b[i].d = qt_f32_to_f16(d);
+        for (int j = 0; j < QK8_0; j++)
+            b[i].qs[j] = (int8_t)roundf(x[j] * id);
+    }
+}
+
+/* Activation quantizer: ggml's x86 kernel (x * (127/amax), ties to even, saturating). */
+static void act_q8_0(const float *src, void *dst, int64_t n) {
+    blk_q8_0 *b = dst;
+    for (int64_t i = 0; i < n / QK8_0; i++) {
+        const float *x = src + i * QK8_0;
+        float amax = 0;
+        for (int j = 0; j < QK8_0; j++)
+            amax = fmaxf(amax, fabsf(x[j]));
+        b[i].d = qt_f32_to_f16(amax / 127.0f);
+        float id = amax != 0 ? 127.0f / amax : 0.0f;
+        for (int j = 0; j < QK8_0; j++) {
+            int q = round_even(x[j] * id);
+            b[i].qs[j] = (int8_t)(q > 127 ? 127 : q < -128 ? -128 : q);
+        }
+    }
+}
+
+static float dot_q8_0(const void *w, const void *a, int64_t n) {
+    const blk_q8_0 *x = w, *y = a;
+    float sum = 0;
+    for (int64_t i = 0; i < n / QK8_0; i++) {
+        int32_t isum = 0;
+        for (int j = 0; j < QK8_0; j++)
+            isum += x[i].qs[j] * y[i].qs[j];
+        sum += (float)isum * (qt_f16_to_f32(x[i].d) * qt_f16_to_f32(y[i].d));
+    }
+    return sum;
+}
+
+/* ---- Q4_0: low nibbles hold elements 0..15, high nibbles 16..31, value (q-8)*d ---- */
+static void deq_q4_0(const void *src, float *dst, int64_t n) {
+    const blk_q4_0 *b = src;
+    for (int64_t i = 0; i < n / QK4_0; i++) {
+        float d = qt_f16_to_f32(b[i].d);
+        float *y = dst + i * QK4_0;
+        for (int j = 0; j < QK4_0 / 2; j++) {
+            y[j] = ((b[i].qs[j] & 0x0f) - 8) * d;
+            y[j + QK4_0 / 2] = ((b[i].qs[j] >> 4) - 8) * d;
+        }
+    }
+}
+
+/* ggml's reference: the element of largest magnitude maps exactly to -8, so the sign of
+ * the scale follows it and the asymmetric range [-8, 7] is fully used. */
+static void q_q4_0(const float *src, void *dst, int64_t n) {
+    blk_q4_0 *b = dst;
+    for (int64_t i = 0; i < n / QK4_0; i++) {
+        const float *x = src + i * QK4_0;
+        float amax = 0, max = 0;
+        for (int j = 0; j < QK4_0; j++) {
+            if (fabsf(x[j]) > amax) {
+                amax = fabsf(x[j]);
+                max = x[j];
+            }
+        }
+        float d = max / -8;
+        float id = d != 0 ? 1.0f / d : 0.0f;
+        b[i].d = qt_f32_to_f16(d);
+        for (int j = 0; j < QK4_0 / 2; j++) {
+            int q0 = (int)(x[j] * id + 8.5f);
+            int q1 = (int)(x[j + QK4_0 / 2] * id + 8.5f);
+            q0 = q0 < 0 ? 0 : q0 > 15 ? 15 : q0;
+            q1 = q1 < 0 ? 0 : q1 > 15 ? 15 : q1;
+            b[i].qs[j] = (uint8_t)(q0 | (q1 << 4));
+        }
+    }
+}
+
+static float dot_q4_0(const void *w, const void *a, int64_t n) {
+    const blk_q4_0 *x = w;
+    const blk_q8_0 *y = a;
+    float sum = 0;
+    for (int64_t i = 0; i < n / QK4_0; i++) {
+        int32_t isum = 0;
+        for (int j = 0; j < QK4_0 / 2; j++) {
+            isum += ((x[i].qs[j] & 0x0f) - 8) * y[i].qs[j];
+            isum += ((x[i].qs[j] >> 4) - 8) * y[i].qs[j + QK4_0 / 2];
+        }
+        sum += (float)isum * (qt_f16_to_f32(x[i].d) * qt_f16_to_f32(y[i].d));
+    }
+    return sum;
+}
+
+/* ---- Q8_K (activations of the K-quants) ---- */
+static void deq_q8_k(const void *src, float *dst, int64_t n) {
+    const blk_q8_k *b = src;
+    for (int64_t i = 0; i < n / QK_K; i++)
+        for (int j = 0; j < QK_K; j++)
+            dst[i * QK_K + j] = b[i].d * b[i].qs[j];
+}
+
+/* ggml's reference: scaled by the signed max so that element maps to -127; bsums hold the
+ * sums of each 16 quants, which the K-quant dots use to apply the mins cheaply. */
+static void q_q8_k(const float *src, void *dst, int64_t n) {
+    blk_q8_k *b = dst;
+    for (int64_t i = 0; i < n / QK_K; i++) {
+        const float *x = src + i * QK_K;
+        float amax = 0, max = 0;
+        for (int j = 0; j < QK_K; j++) {
+            if (fabsf(x[j]) > amax) {
+                amax = fabsf(x[j]);
+                max = x[j];
+            }
+        }
+        if (amax == 0) {
+            memset(&b[i], 0, sizeof b[i]);
+            continue;
+        }
+        float iscale = -127.0f / max;
+        for (int j = 0; j < QK_K; j++) {
+            int q = round_even(iscale * x[j]);
+            b[i].qs[j] = (int8_t)(q > 127 ? 127 : q);
+        }
+        for (int g = 0; g < QK_K / 16; g++) {
+            int s = 0;
+            for (int l = 0; l < 16; l++)
+                s += b[i].qs[g * 16 + l];
+            b[i].bsums[g] = (int16_t)s;
+        }
+        b[i].d = 1 / iscale;
+    }
+}
+
+/* ---- Q4_K: 8 sub-blocks of 32, value d*sc*q - dmin*m with 6-bit sc and m ---- */
+
+/* The 12 scale bytes: bytes 0..3 hold sc[0..3] in bits 0..5, bytes 4..7 hold m[0..3];
+ * sub-blocks 4..7 keep their low 4 bits in bytes 8..11 (sc low, m high nibble) and their
+ * top 2 bits in bits 6..7 of bytes 0..3 (sc) and 4..7 (m). */
+static void q4k_get_scale_min(const uint8_t *s, int j, int *sc, int *m) {
+    if (j < 4) {
+        *sc = s[j] & 63;
+        *m = s[j + 4] & 63;
+    } else {
+        *sc = (s[j + 4] & 0x0f) | ((s[j - 4] >> 6) << 4);
+        *m = (s[j + 4] >> 4) | ((s[j] >> 6) << 4);
+    }
+}
+
+static void q4k_pack_scales(uint8_t *s, const int *sc, const int *m) {
+    for (int j = 0; j < 4; j++) {
+        s[j] = (uint8_t)((sc[j] & 63) | ((sc[j + 4] >> 4) << 6));
+        s[j + 4] = (uint8_t)((m[j] & 63) | ((m[j + 4] >> 4) << 6));
+        s[j + 8] = (uint8_t)((sc[j + 4] & 0x0f) | ((m[j + 4] & 0x0f) << 4));
+    }
+}
+
+/* Unpack a Q4_K block's quants to 0..15 in element order. */
+static void q4k_unpack(const blk_q4_k *b, uint8_t *q) {
+    for (int c = 0; c < 4; c++)
+        for (int l = 0; l < 32; l++) {
+            q[64 * c + l] = b->qs[32 * c + l] & 0x0f;
+            q[64 * c + 32 + l] = b->qs[32 * c + l] >> 4;
+        }
+}
+
+static void deq_q4_k(const void *src, float *dst, int64_t n) {
+    const blk_q4_k *b = src;
+    uint8_t q[QK_K];
+    for (int64_t i = 0; i < n / QK_K; i++) {
+        float d = qt_f16_to_f32(b[i].d), dmin = qt_f16_to_f32(b[i].dmin);
+        q4k_unpack(&b[i], q);
+        for (int j = 0; j < 8; j++) {
+            int sc, m;
+            q4k_get_scale_min(b[i].scales, j, &sc, &m);
+            float ds = d * sc, dm = dmin * m;
+            for (int l = 0; l < 32; l++)
+                dst[i * QK_K + 32 * j + l] = ds * q[32 * j + l] - dm;
+        }
+    }
+}
+
+static int clampi(int v, int lo, int hi) {
+    return v < lo ? lo : v > hi ? hi : v;
+}
+
+/* A plain min/max quantizer: valid blocks with modest error. It does not reproduce
+ * llama-quantize's search; files only need to be readable identically by both engines. */
+static void q_q4_k(const float *src, void *dst, int64_t n) {
+    blk_q4_k *b = dst;
+    for (int64_t i = 0; i < n / QK_K; i++) {
+        const float *x = src + i * QK_K;
+        float scale[8], mn[8], max_scale = 0, max_min = 0;
+        for (int j = 0; j < 8; j++) {
+            float lo = x[32 * j], hi = x[32 * j];
+            for (int l = 1; l < 32; l++) {
+                lo = fminf(lo, x[32 * j + l]);
+                hi = fmaxf(hi, x[32 * j + l]);
+            }
+            if (lo > 0) /* the offset is subtracted, so only non-positive minimums fit */
+                lo = 0;
+            scale[j] = (hi - lo) / 15;
+            mn[j] = -lo;
+            max_scale = fmaxf(max_scale, scale[j]);
+            max_min = fmaxf(max_min, mn[j]);
+        }
+        uint16_t hd = qt_f32_to_f16(max_scale / 63), hm = qt_f32_to_f16(max_min / 63);
+        float d = qt_f16_to_f32(hd), dmin = qt_f16_to_f32(hm);
+        int sc[8], m[8];
+        for (int j = 0; j < 8; j++) {
+            /* round the scale up so the largest element still fits in 15 steps */
+            sc[j] = d > 0 ? clampi((int)ceilf(scale[j] / d), 0, 63) : 0;
+            m[j] = dmin > 0 ? clampi(round_even(mn[j] / dmin), 0, 63) : 0;
+        }
+        b[i].d = hd;
+        b[i].dmin = hm;
+        q4k_pack_scales(b[i].scales, sc, m);
+        uint8_t q[QK_K];
+        for (int j = 0; j < 8; j++) {
+            float ds = d * sc[j], dm = dmin * m[j];
+            for (int l = 0; l < 32; l++)
+                q[32 * j + l] = (uint8_t)(ds > 0 ? clampi(round_even((x[32 * j + l] + dm) / ds), 0, 15) : 0);
+        }
+        for (int c = 0; c < 4; c++)
+            for (int l = 0; l < 32; l++)
+                b[i].qs[32 * c + l] = (uint8_t)(q[64 * c + l] | (q[64 * c + 32 + l] << 4));
+    }
+}
+
+static float dot_q4_k(const void *w, const void *a, int64_t n) {
+    const blk_q4_k *x = w;
+    const blk_q8_k *y = a;
+    uint8_t q[QK_K];
+    float sum = 0;
+    for (int64_t i = 0; i < n / QK_K; i++) {
+        q4k_unpack(&x[i], q);
+        int32_t isum = 0, msum = 0;
+        for (int j = 0; j < 8; j++) {
+            int sc, m;
+            q4k_get_scale_min(x[i].scales, j, &sc, &m);
+            int32_t s = 0;
+            for (int l = 0; l < 32; l++)
+                s += q[32 * j + l] * y[i].qs[32 * j + l];
+            isum += sc * s;
+            /* the min term needs only the activation sums, which bsums carry */
+            msum += m * (y[i].bsums[2 * j] + y[i].bsums[2 * j + 1]);
+        }
+        sum += qt_f16_to_f32(x[i].d) * y[i].d * (float)isum;
+        sum -= qt_f16_to_f32(x[i].dmin) * y[i].d * (float)msum;
+    }
+    return sum;
+}
+
+/* ---- Q6_K: 16 sub-blocks of 16, value d*sc*(q-32), q 6 bits split in ql (low 4) and qh ---- */
+
+/* Element 128h + 32k + l (k = 0..3, l = 0..31): low nibble of ql[64h + l] for k = 0,
+ * ql[64h + 32 + l] for k = 1, their high nibbles for k = 2, 3; bits 2k..2k+1 of qh[32h + l]. */
+static void q6k_unpack(const blk_q6_k *b, int8_t *q) {
+    for (int h = 0; h < 2; h++) {
+        const uint8_t *ql = b->ql + 64 * h, *qh = b->qh + 32 * h;
+        int8_t *o = q + 128 * h;
+        for (int l = 0; l < 32; l++) {
+            o[l] = (int8_t)(((ql[l] & 0x0f) | (((qh[l] >> 0) & 3) << 4)) - 32);
+            o[l + 32] = (int8_t)(((ql[l + 32] & 0x0f) | (((qh[l] >> 2) & 3) << 4)) - 32);
+            o[l + 64] = (int8_t)(((ql[l] >> 4) | (((qh[l] >> 4) & 3) << 4)) - 32);
+            o[l + 96] = (int8_t)(((ql[l + 32] >> 4) | (((qh[l] >> 6) & 3) << 4)) - 32);
+        }
+    }
+}
+
+static void q6k_pack(blk_q6_k *b, const uint8_t *q) {
+    for (int h = 0; h < 2; h++) {
+        uint8_t *ql = b->ql + 64 * h, *qh = b->qh + 32 * h;
+        const uint8_t *s = q + 128 * h;
+        for (int l = 0; l < 32; l++) {
+            ql[l] = (uint8_t)((s[l] & 0x0f) | ((s[l + 64] & 0x0f) << 4));
+            ql[l + 32] = (uint8_t)((s[l + 32] & 0x0f) | ((s[l + 96] & 0x0f) << 4));
+            qh[l] = (uint8_t)((s[l] >> 4) | ((s[l + 32] >> 4) << 2) | ((s[l + 64] >> 4) << 4) |
+                              ((s[l + 96] >> 4) << 6));
+        }
+    }
+}
+
+static void deq_q6_k(const void *src, float *dst, int64_t n) {
+    const blk_q6_k *b = src;
+    int8_t q[QK_K];
+    for (int64_t i = 0; i < n / QK_K; i++) {
+        float d = qt_f16_to_f32(b[i].d);
+        q6k_unpack(&b[i], q);
+        for (int j = 0; j < QK_K; j++)
+            dst[i * QK_K + j] = d * b[i].scales[j / 16] * q[j];
+    }
+}
+
+/* Simple scheme: each sub-block's signed extreme maps to -32 (so the asymmetric range
+ * [-32, 31] is fully used), and the sub-block scales are quantized to int8 against d. */
+static void q_q6_k(const float *src, void *dst, int64_t n) {
+    blk_q6_k *b = dst;
+    for (int64_t i = 0; i < n / QK_K; i++) {
+        const float *x = src + i * QK_K;
+        float scale[16], amax_s = 0;
+        for (int j = 0; j < 16; j++) {
+            float amax = 0, max = 0;
+            for (int l = 0; l < 16; l++) {
+                if (fabsf(x[16 * j + l]) > amax) {
+                    amax = fabsf(x[16 * j + l]);
+                    max = x[16 * j + l];
+                }
+            }
+            scale[j] = max / -32;
+            amax_s = fmaxf(amax_s, fabsf(scale[j]));
+        }
+        uint16_t hd = qt_f32_to_f16(amax_s / 127);
+        float d = qt_f16_to_f32(hd);
+        uint8_t q[QK_K];
+        for (int j = 0; j < 16; j++) {
+            int sc = d > 0 ? clampi(round_even(scale[j] / d), -128, 127) : 0;
+            b[i].scales[j] = (int8_t)sc;
+            float ds = d * sc;
+            for (int l = 0; l < 16; l++)
+                q[16 * j + l] = (uint8_t)(ds != 0 ? clampi(round_even(x[16 * j + l] / ds), -32, 31) + 32 : 32);
+        }
+        b[i].d = hd;
+        q6k_pack(&b[i], q);
+    }
+}
+
+static float dot_q6_k(const void *w, const void *a, int64_t n) {
+    const blk_q6_k *x = w;
+    const blk_q8_k *y = a;
+    int8_t q[QK_K];
+    float sum = 0;
+    for (int64_t i = 0; i < n / QK_K; i++) {
+        q6k_unpack(&x[i], q);
+        int32_t isum = 0;
+        for (int j = 0; j < 16; j++) {
+            int32_t s = 0;
+            for (int l = 0; l < 16; l++)
+                s += q[16 * j + l] * y[i].qs[16 * j + l];
+            isum += x[i].scales[j] * s;
+        }
+        sum += qt_f16_to_f32(x[i].d) * y[i].d * (float)isum;
+    }
+    return sum;
+}
+
+/* ---- type table ---- */
+typedef void (*deq_fn)(const void *src, float *dst, int64_t n);
+typedef void (*q_fn)(const float *src, void *dst, int64_t n);
+typedef float (*dot_fn)(const void *w, const void *a, int64_t n);
+
+typedef struct {
+    const char *name;
+    int64_t blk;  /* elements per block; 0 = id not a ggml type */
+    size_t bytes; /* bytes per block */
+    uint32_t dot_type;
+    deq_fn deq;   /* NULL: cannot compute with this type */
+    q_fn quant;   /* weight quantizer (writer) */
+    q_fn act;     /* activation converter when this is a vec-dot type */
+    dot_fn dot;   /* dot of a row of this type with activations of dot_type */
+} type_info;
+
+/* Sizes of ggml types we cannot compute with are kept so files holding them can still be
+ * sized, listed and rejected with a precise message. */
+static const type_info types[QT_MAX_ID] = {
+    [QT_F32] = {"F32", 1, 4, QT_F32, deq_f32, q_f32, q_f32, dot_f32},
+    [QT_F16] = {"F16", 1, 2, QT_F16, deq_f16, q_f16, q_f16, dot_f16},
+    [QT_Q4_0] = {"Q4_0", 32, 18, QT_Q8_0, deq_q4_0, q_q4_0, NULL, dot_q4_0},
+    [3] = {"Q4_1", 32, 20, 0, NULL, NULL, NULL, NULL},
+    [6] = {"Q5_0", 32, 22, 0, NULL, NULL, NULL, NULL},
+    [7] = {"Q5_1", 32, 24, 0, NULL, NULL, NULL, NULL},
+    [QT_Q8_0] = {"Q8_0", 32, 34, QT_Q8_0, deq_q8_0, q_q8_0, act_q8_0, dot_q8_0},
+    [9] = {"Q8_1", 32, 36, 0, NULL, NULL, NULL, NULL},
+    [10] = {"Q2_K", 256, 84, 0, NULL, NULL, NULL, NULL},
+    [11] = {"Q3_K", 256, 110, 0, NULL, NULL, NULL, NULL},
+    [QT_Q4_K] = {"Q4_K", 256, 144, QT_Q8_K, deq_q4_k, q_q4_k, NULL, dot_q4_k},
+    [13] = {"Q5_K", 256, 176, 0, NULL, NULL, NULL, NULL},
+    [QT_Q6_K] = {"Q6_K", 256, 210, QT_Q8_K, deq_q6_k, q_q6_k, NULL, dot_q6_k},
+    [QT_Q8_K] = {"Q8_K", 256, 292, QT_Q8_K, deq_q8_k, q_q8_k, q_q8_k, NULL},
+    [16] = {"IQ2_XXS", 256, 66, 0, NULL, NULL, NULL, NULL},
+    [17] = {"IQ2_XS", 256, 74, 0, NULL, NULL, NULL, NULL},
+    [18] = {"IQ3_XXS", 256, 98, 0, NULL, NULL, NULL, NULL},
+    [19] = {"IQ1_S", 256, 50, 0, NULL, NULL, NULL, NULL},
+    [20] = {"IQ4_NL", 32, 18, 0, NULL, NULL, NULL, NULL},
+    [21] = {"IQ3_S", 256, 110, 0, NULL, NULL, NULL, NULL},
+    [22] = {"IQ2_S", 256, 82, 0, NULL, NULL, NULL, NULL},
+    [23] = {"IQ4_XS", 256, 136, 0, NULL, NULL, NULL, NULL},
+    [24] = {"I8", 1, 1, 0, NULL, NULL, NULL, NULL},
+    [25] = {"I16", 1, 2, 0, NULL, NULL, NULL, NULL},
+    [26] = {"I32", 1, 4, 0, NULL, NULL, NULL, NULL},
+    [27] = {"I64", 1, 8, 0, NULL, NULL, NULL, NULL},
+    [28] = {"F64", 1, 8, 0, NULL, NULL, NULL, NULL},
+    [29] = {"IQ1_M", 256, 56, 0, NULL, NULL, NULL, NULL},
+    [QT_BF16] = {"BF16", 1, 2, QT_BF16, deq_bf16, q_bf16, q_bf16, dot_bf16},
+    [34] = {"TQ1_0", 256, 54, 0, NULL, NULL, NULL, NULL},
+    [35] = {"TQ2_0", 256, 66, 0, NULL, NULL, NULL, NULL},
+    [39] = {"MXFP4", 32, 17, 0, NULL, NULL, NULL, NULL},
+};
+
+static const type_info *info(uint32_t type) {
+    if (type >= QT_MAX_ID || types[type].blk == 0)
+        return NULL;
+    return &types[type];
+}
+
+/* ---- public API ---- */
+int qt_supported(uint32_t type) {
+    const type_info *t = info(type);
+    return t && t->dot != NULL; /* Q8_K is an activation format, never a weight */
+}
+
+const char *qt_name(uint32_t type) {
+    const type_info *t = info(type);
+    return t ? t->name : "?";
+}
+
+int qt_from_name(const char *name) {
+    static const struct {
+        const char *name;
+        int type;
+    } names[] = {
+        {"f32", QT_F32},   {"f16", QT_F16},   {"bf16", QT_BF16}, {"q8_0", QT_Q8_0},
+        {"q4_0", QT_Q4_0}, {"q4_k", QT_Q4_K}, {"q6_k", QT_Q6_K}, {"q4_k_m", QT_Q4_K},
+    };
+    if (!name)
+        return -1;
+    for (size_t i = 0; i < sizeof names / sizeof names[0]; i++)
+        if (strcasecmp(name, names[i].name) == 0)
+            return names[i].type;
+    return -1;
+}
+
+int64_t qt_block_elems(uint32_t type) {
+    const type_info *t = info(type);
+    return t ? t->blk : 0;
+}
+
+size_t qt_block_bytes(uint32_t type) {
+    const type_info *t = info(type);
+    return t ? t->bytes : 0;
+}
+
+size_t qt_row_bytes(uint32_t type, int64_t n) {
+    const type_info *t = info(type);
+    if (!t || n < 0 || n % t->blk != 0)
+        return 0;
+    /* a row larger than the address space cannot exist; say 0 rather than wrap */
+    if ((uint64_t)(n / t->blk) > SIZE_MAX / t->bytes)
+        return 0;
+    return (size_t)(n / t->blk) * t->bytes;
+}
+
+void qt_dequant_row(uint32_t type, const void *src, float *dst, int64_t n) {
+    const type_info *t = info(type);
+    if (!t || !t->deq || n <= 0 || n % t->blk != 0)
+        return;
+    t->deq(src, dst, n);
+}
+
+int qt_quantize_row(uint32_t type, const float *src, void *dst, int64_t n) {
+    const type_info *t = info(type);
+    if (!t || !t->quant)
+        return sh_error_set(SH_EINVAL, "cannot quantize to type %s (%u)", qt_name(type), type);
+    if (n < 0 || n % t->blk != 0)
+        return sh_error_set(SH_EINVAL, "row of %lld elements is not a multiple of %s's block of %lld",
+                            (long long)n, t->name, (long long)t->blk);
+    if (n > 0 && (!src || !dst))
+        return sh_error_set(SH_EINVAL, "quantize_row: NULL buffer");
+    if (n > 0)
+        t->quant(src, dst, n);
+    return SH_OK;
+}
+
+uint32_t qt_vec_dot_type(uint32_t weight_type) {
+    const type_info *t = info(weight_type);
+    return t && t->dot ? t->dot_type : QT_F32;
+}
+
+void qt_prep_act(uint32_t weight_type, const float *x, void *buf, int64_t n) {
+    const type_info *a = info(qt_vec_dot_type(weight_type));
+    if (!a || !a->act || n <= 0 || n % a->blk != 0)
+        return;
+    a->act(x, buf, n);
+}
+
+float qt_vec_dot(uint32_t weight_type, const void *w_row, const void *act, int64_t n) {
+    const type_info *t = info(weight_type);
+    if (!t || !t->dot || n <= 0 || n % t->blk != 0)
+        return 0.0f;
+    return t->dot(w_row, act, n);
+}
