@@ -55,7 +55,7 @@ deps:
 	  apt-get update && DEBIAN_FRONTEND=noninteractive apt-get install -y $(DEB_PKGS); fi
 
 # Re-run the comparison against llama.cpp live (needs ../shared/reference set up).
-check-reference: $(BUILD)/shammah
+check-reference: $(BUILD)/shammah $(BUILD)/tests/test_reference
 	sh tests/reference/check.sh $(BUILD)/shammah
 
 # Regenerate the stored reference fixtures with llama.cpp.

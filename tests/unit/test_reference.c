@@ -2,7 +2,7 @@
  *
  * For each case of tests/reference/cases.txt: make the model with `shammah model synth`,
  * check it is byte-identical to the one llama.cpp ran (sha256), run `shammah run --temp 0
- * --kv f32 --json --dump-logits`, and require the same prompt tokens, the same 24 greedy
+ * --kv (f32 unless the case says) --json --dump-logits`, and require the same prompt tokens, the same 24 greedy
  * tokens, and last-position logits within 2e-3 relative (max |d| / max |logit|). */
 #include "testutil.h"
 
@@ -19,6 +19,7 @@ typedef struct {
     char name[64];
     char args[512];
     char prompt[512];
+    char kv[8];
 } ref_case;
 
 static char bin[512], tmpdir[256];
@@ -109,7 +110,7 @@ static void run_case(void **state) {
     snprintf(logits, sizeof logits, "%s/%s.logits", tmpdir, rc->name);
     char prompt[512];
     snprintf(prompt, sizeof prompt, "%s", rc->prompt);
-    char *argv[] = {bin, "run", "-m", model, "-p", prompt, "-n", "24", "--temp", "0", "--kv", "f32",
+    char *argv[] = {bin, "run", "-m", model, "-p", prompt, "-n", "24", "--temp", "0", "--kv", (char *)rc->kv,
                     "-t", "2", "--ignore-eos", "--json", "--dump-logits", logits, NULL};
     char *out = run_capture(argv, &status);
     assert_non_null(out);
@@ -178,7 +179,10 @@ int main(void) {
         if (line[0] == '#' || line[0] == '\n') continue;
         char *p1 = strchr(line, '|'), *p2 = p1 ? strchr(p1 + 1, '|') : NULL;
         if (!p2) continue;
+        char *p3 = strchr(p2 + 1, '|');
         *p1 = *p2 = 0;
+        if (p3) *p3 = 0;
+        snprintf(cases[n].kv, sizeof cases[n].kv, "%s", p3 ? trim(p3 + 1) : "f32");
         snprintf(cases[n].name, sizeof cases[n].name, "%s", trim(line));
         snprintf(cases[n].args, sizeof cases[n].args, "%s", trim(p1 + 1));
         snprintf(cases[n].prompt, sizeof cases[n].prompt, "%s", trim(p2 + 1));
