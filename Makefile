@@ -69,3 +69,7 @@ clean:
 	rm -rf build build-asan
 
 -include $(LIB_OBJ:.o=.d) $(CLI_OBJ:.o=.d)
+
+# Speed against llama.cpp (alternating runs, medians, ratios); see bench/run.sh for settings.
+bench: $(BUILD)/shammah
+	SHAMMAH=$(BUILD)/shammah sh bench/run.sh
