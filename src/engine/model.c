@@ -392,11 +392,8 @@ typedef struct {
 
 static void matmul_rows(void *arg, int64_t r0, int64_t r1, int ith) {
     const matmul_job *j = arg;
-    const model_mat *w = j->w;
-    const uint8_t *row = (const uint8_t *)w->data + (size_t)r0 * w->row_bytes;
-    for (int64_t r = r0; r < r1; r++, row += w->row_bytes)
-        for (int32_t t = 0; t < j->n_tok; t++)
-            j->y[t * j->y_stride + r] = qt_vec_dot(w->type, row, j->act + t * j->act_stride, w->n_in);
+    qt_matmul(j->w->type, j->w->data, j->w->n_in, r0, r1, j->act, j->act_stride, j->n_tok, j->y,
+              j->y_stride);
 }
 
 /* y[t][0..n_out) = W x[t] for t < n_tok; x rows are n_in apart, y rows n_out apart. */

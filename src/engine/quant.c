@@ -718,3 +718,56 @@ float qt_vec_dot(uint32_t weight_type, const void *w_row, const void *act, int64
         return 0.0f;
     return t->dot(w_row, act, n);
 }
+
+/* ---- matrix products and float rows (portable; SIMD levels override) ---- */
+
+void qt_matmul(uint32_t weight_type, const void *w, int64_t n, int64_t r0, int64_t r1,
+               const void *act, size_t act_stride, int32_t n_tok, float *y, int64_t y_stride) {
+    const type_info *t = info(weight_type);
+    if (!t || !t->dot || n <= 0 || n % t->blk != 0)
+        return;
+    size_t rb = qt_row_bytes(weight_type, n);
+    const uint8_t *row = (const uint8_t *)w + (size_t)r0 * rb;
+    for (int64_t r = r0; r < r1; r++, row += rb)
+        for (int32_t k = 0; k < n_tok; k++)
+            y[k * y_stride + r] = t->dot(row, (const uint8_t *)act + (size_t)k * act_stride, n);
+}
+
+float qt_dot_f32(const float *a, const float *b, int64_t n) {
+    float s = 0;
+    for (int64_t i = 0; i < n; i++)
+        s += a[i] * b[i];
+    return s;
+}
+
+void qt_axpy_f32(float *y, float a, const float *x, int64_t n) {
+    for (int64_t i = 0; i < n; i++)
+        y[i] += a * x[i];
+}
+
+void qt_f16_to_f32_row(const uint16_t *src, float *dst, int64_t n) {
+    for (int64_t i = 0; i < n; i++)
+        dst[i] = qt_f16_to_f32(src[i]);
+}
+
+void qt_f32_to_f16_row(const float *src, uint16_t *dst, int64_t n) {
+    for (int64_t i = 0; i < n; i++)
+        dst[i] = qt_f32_to_f16(src[i]);
+}
+
+int qt_isa(void) {
+    return QT_ISA_GENERIC;
+}
+
+int qt_isa_best(void) {
+    return QT_ISA_GENERIC;
+}
+
+int qt_set_isa(int isa) {
+    (void)isa;
+    return QT_ISA_GENERIC;
+}
+
+const char *qt_isa_name(int isa) {
+    return isa == QT_ISA_AVX512 ? "avx512" : isa == QT_ISA_AVX2 ? "avx2" : "generic";
+}

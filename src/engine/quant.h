@@ -53,4 +53,29 @@ void qt_prep_act(uint32_t weight_type, const float *x, void *buf, int64_t n);
 /* Dot product of one weight row (type weight_type) with prepared activations. */
 float qt_vec_dot(uint32_t weight_type, const void *w_row, const void *act, int64_t n);
 
+/* ---- matrix products: the entry point SIMD kernels tile ---- */
+/* For r in [r0, r1) and t in [0, n_tok): y[t * y_stride + r] = dot(row r of w, activation row
+ * t). Rows of w (weight_type, n elements each) are qt_row_bytes(weight_type, n) apart from w;
+ * activation rows, prepared by qt_prep_act, are act_stride bytes apart. All borrowed. */
+void qt_matmul(uint32_t weight_type, const void *w, int64_t n, int64_t r0, int64_t r1,
+               const void *act, size_t act_stride, int32_t n_tok, float *y, int64_t y_stride);
+
+/* ---- float rows (attention) ---- */
+float qt_dot_f32(const float *a, const float *b, int64_t n);
+/* y[i] += a * x[i] */
+void qt_axpy_f32(float *y, float a, const float *x, int64_t n);
+void qt_f16_to_f32_row(const uint16_t *src, float *dst, int64_t n);
+void qt_f32_to_f16_row(const float *src, uint16_t *dst, int64_t n);
+
+/* ---- instruction sets ---- */
+/* Kernels are chosen at run time from what the CPU supports (the build targets x86-64-v2);
+ * the portable C kernels stay available and tests compare every level against them. */
+enum { QT_ISA_GENERIC = 0, QT_ISA_AVX2 = 1, QT_ISA_AVX512 = 2 };
+int qt_isa(void);      /* level in use */
+int qt_isa_best(void); /* best level this CPU (and build) supports */
+/* Use a level <= qt_isa_best() (tests, benchmarks; not thread-safe against running kernels).
+ * Returns the level now in use. Environment SHAMMAH_ISA=generic|avx2|avx512 caps the default. */
+int qt_set_isa(int isa);
+const char *qt_isa_name(int isa);
+
 #endif
