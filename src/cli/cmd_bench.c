@@ -1,9 +1,9 @@
 /* cmd_bench.c - `shammah bench`: prompt-processing and generation throughput, like llama-bench.
  *
  * pp: one context evaluates P prompt tokens (fixed pseudo-random ids) in one call.
- * tg: K sequences each generate N tokens one at a time after a short shared prompt; the rate
- * is the aggregate tokens per second over all K. Until the engine batches sequences (next
- * issue) the K sequences take turns step by step, so K > 1 shows no gain yet. */
+ * tg: K sequences each generate N tokens one at a time after a short prompt, all K decoded
+ * together in one batched step (model_eval_batch: the weights are read once per step for all
+ * of them); the rate is the aggregate tokens per second over all K. */
 #include <jansson.h>
 #include <stdio.h>
 #include <stdlib.h>
@@ -57,12 +57,14 @@ int cmd_bench(int argc, char **argv) {
         return 2;
     }
     model *m = NULL;
-    model_ctx *ctxs[BENCH_MAX_PARALLEL] = {0};
+    model_ws *ws = NULL;
+    model_seq *seqs[BENCH_MAX_PARALLEL] = {0};
+    model_batch items[BENCH_MAX_PARALLEL];
     int32_t *toks = NULL;
     float *logits = NULL;
     if ((st = model_load(&m, path))) goto out;
     const model_hparams *hp = model_hp(m);
-    int32_t need = (int32_t)(n_pp > n_tg + 8 ? n_pp : n_tg + 8);
+    int32_t need = (int32_t)(n_pp > n_tg + 8 + par ? n_pp : n_tg + 8 + par);
     int32_t n_ctx = (int32_t)(ctx ? ctx : need);
     if (n_ctx > hp->n_ctx_train || need > n_ctx) {
         st = sh_error_set(SH_ERANGE, "the run needs %d tokens of context; the model has %d", need,
@@ -81,22 +83,27 @@ int cmd_bench(int argc, char **argv) {
         toks[i] = (int32_t)((x >> 8) % (uint32_t)hp->n_vocab);
     }
     double pp_ms = 0, tg_ms = 0;
-    if ((st = model_ctx_new(&ctxs[0], m, n_ctx, kv, (int)threads))) goto out;
+    if ((st = model_ws_new(&ws, m, (int)threads, n_ctx))) goto out;
+    for (int k = 0; k < par; k++)
+        if ((st = model_seq_new(&seqs[k], m, n_ctx, kv))) goto out;
     if (n_pp > 0) {
+        model_batch b = {seqs[0], toks, (int32_t)n_pp, logits};
         double t0 = cli_now_ms();
-        if ((st = model_eval(ctxs[0], toks, (int32_t)n_pp, logits))) goto out;
+        if ((st = model_eval_batch(ws, &b, 1))) goto out;
         pp_ms = cli_now_ms() - t0;
-        model_ctx_truncate(ctxs[0], 0);
+        model_seq_truncate(seqs[0], 0);
     }
-    for (int k = 1; k < par; k++)
-        if ((st = model_ctx_new(&ctxs[k], m, n_ctx, kv, (int)threads))) goto out;
     if (n_tg > 0) {
-        for (int k = 0; k < par; k++)
-            if ((st = model_eval(ctxs[k], toks, 8, NULL))) goto out;
+        for (int k = 0; k < par; k++) {
+            model_batch b = {seqs[k], toks + k, 8, NULL};
+            if ((st = model_eval_batch(ws, &b, 1))) goto out;
+        }
         double t0 = cli_now_ms();
-        for (int64_t i = 0; i < n_tg; i++)
+        for (int64_t i = 0; i < n_tg; i++) {
             for (int k = 0; k < par; k++)
-                if ((st = model_eval(ctxs[k], &toks[8 + i], 1, logits))) goto out;
+                items[k] = (model_batch){seqs[k], &toks[8 + i + k], 1, k == 0 ? logits : NULL};
+            if ((st = model_eval_batch(ws, items, (int)par))) goto out;
+        }
         tg_ms = cli_now_ms() - t0;
     }
     double pp_s = pp_ms > 0 ? n_pp * 1000.0 / pp_ms : 0, tg_s = tg_ms > 0 ? n_tg * par * 1000.0 / tg_ms : 0;
@@ -120,7 +127,8 @@ int cmd_bench(int argc, char **argv) {
     rc = 0;
 out:
     if (st) fprintf(stderr, "shammah bench: %s: %s\n", path, sh_error_last());
-    for (int k = 0; k < BENCH_MAX_PARALLEL; k++) model_ctx_free(ctxs[k]);
+    for (int k = 0; k < BENCH_MAX_PARALLEL; k++) model_seq_free(seqs[k]);
+    model_ws_free(ws);
     free(toks);
     free(logits);
     model_free(m);

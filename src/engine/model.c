@@ -16,8 +16,10 @@
 #include "engine/pool.h"
 #include "engine/quant.h"
 
-/* Tokens evaluated together per step: weights are read once per batch. */
-#define MODEL_UBATCH 32
+/* Rows (tokens of any sequences) evaluated together: weights are read once per chunk. */
+#define MODEL_UBATCH 64
+/* Rows whose logits are computed together at the end of a chunk. */
+#define MODEL_LOGIT_ROWS 16
 #define MODEL_MAX_LAYERS 512
 #define MODEL_MAX_DIM (1 << 20)
 
@@ -266,29 +268,46 @@ uint64_t model_n_params(const model *m) {
     return m->n_params;
 }
 
-/* ---- sequences ---- */
+/* ---- workspaces and sequences ---- */
 
-struct model_ctx {
+struct model_seq {
     const model *m;
-    pool *pool;
     int32_t n_ctx, pos;
     int kv_type;
-    size_t kv_elem;      /* bytes per cached element */
-    uint8_t *k_cache;    /* (n_layer, n_ctx, n_head_kv * head_dim) */
-    uint8_t *v_cache;    /* (n_layer, n_ctx, n_head_kv * head_dim_v) */
-    float *x;            /* (UBATCH, n_embd) residual stream */
-    float *xb;           /* (UBATCH, n_embd) normed input of a sub-layer */
-    float *xb2;          /* (UBATCH, n_embd) sub-layer output */
-    float *q;            /* (UBATCH, n_head * head_dim) */
-    float *k;            /* (UBATCH, n_head_kv * head_dim) */
-    float *v;            /* (UBATCH, n_head_kv * head_dim_v) */
-    float *att_out;      /* (UBATCH, n_head * head_dim_v) */
-    float *hb, *hb2;     /* (UBATCH, n_ff) */
-    float *scores;       /* (n_threads, n_ctx) */
-    float *qtmp;         /* (n_threads, head_dim) */
-    uint8_t *act;        /* (UBATCH, max row bytes) activations in the dot-product type */
+    size_t kv_elem;   /* bytes per cached element */
+    uint8_t *k_cache; /* (n_layer, n_ctx, n_head_kv * head_dim) */
+    uint8_t *v_cache; /* (n_layer, n_ctx, n_head_kv * head_dim_v) */
+    int32_t *tokens;  /* (n_ctx) the tokens whose keys and values are cached */
+};
+
+struct model_ws {
+    const model *m;
+    pool *pool;
+    int n_threads;
+    int32_t max_ctx;
+    float *x;        /* (UBATCH, n_embd) residual stream */
+    float *xb;       /* (UBATCH, n_embd) normed input of a sub-layer */
+    float *xb2;      /* (UBATCH, n_embd) sub-layer output */
+    float *q;        /* (UBATCH, n_head * head_dim) */
+    float *k;        /* (UBATCH, n_head_kv * head_dim) */
+    float *v;        /* (UBATCH, n_head_kv * head_dim_v) */
+    float *att_out;  /* (UBATCH, n_head * head_dim_v) */
+    float *hb, *hb2; /* (UBATCH, n_ff) */
+    float *scores;   /* (n_threads, max_ctx) */
+    float *tmp;      /* (n_threads, 2 * max(head_dim, head_dim_v)) query and K/V row in F32 */
+    uint8_t *act;    /* (UBATCH, act_stride) activations in the dot-product type */
     size_t act_stride;
     float *rope_cos, *rope_sin; /* (UBATCH, rope_dim / 2) */
+    float *logits;              /* (LOGIT_ROWS, n_vocab) */
+    /* per row of the current chunk */
+    model_seq *row_seq[MODEL_UBATCH];
+    int32_t row_pos[MODEL_UBATCH];
+    float *row_logits[MODEL_UBATCH];
+};
+
+struct model_ctx {
+    model_ws *ws;
+    model_seq *seq;
 };
 
 static void *xcalloc(size_t n, size_t size, int *st) {
@@ -298,85 +317,124 @@ static void *xcalloc(size_t n, size_t size, int *st) {
     return p;
 }
 
-int model_ctx_new(model_ctx **out, const model *m, int32_t n_ctx, int kv_type, int n_threads) {
+int model_seq_new(model_seq **out, const model *m, int32_t n_ctx, int kv_type) {
     const model_hparams *hp = &m->hp;
     int st = SH_OK;
     *out = NULL;
     if (n_ctx < 1) return sh_error_set(SH_EINVAL, "context size must be >= 1");
     if (kv_type != KV_F32 && kv_type != KV_F16) return sh_error_set(SH_EINVAL, "bad KV type");
-    model_ctx *c = calloc(1, sizeof *c);
-    if (!c) return sh_error_set(SH_ENOMEM, "out of memory");
-    c->m = m;
-    c->n_ctx = n_ctx;
-    c->kv_type = kv_type;
-    c->kv_elem = kv_type == KV_F16 ? 2 : 4;
-    if ((st = pool_new(&c->pool, n_threads))) goto out;
-    size_t E = hp->n_embd, KD = (size_t)hp->n_head_kv * hp->head_dim;
-    size_t VD = (size_t)hp->n_head_kv * hp->head_dim_v, QD = (size_t)hp->n_head * hp->head_dim;
-    size_t OD = (size_t)hp->n_head * hp->head_dim_v, B = MODEL_UBATCH;
+    model_seq *s = calloc(1, sizeof *s);
+    if (!s) return sh_error_set(SH_ENOMEM, "out of memory");
+    s->m = m;
+    s->n_ctx = n_ctx;
+    s->kv_type = kv_type;
+    s->kv_elem = kv_type == KV_F16 ? 2 : 4;
     size_t cells = (size_t)hp->n_layer * (size_t)n_ctx;
-    c->k_cache = xcalloc(cells, KD * c->kv_elem, &st);
-    c->v_cache = xcalloc(cells, VD * c->kv_elem, &st);
-    c->x = xcalloc(B * E, sizeof(float), &st);
-    c->xb = xcalloc(B * E, sizeof(float), &st);
-    c->xb2 = xcalloc(B * E, sizeof(float), &st);
-    c->q = xcalloc(B * QD, sizeof(float), &st);
-    c->k = xcalloc(B * KD, sizeof(float), &st);
-    c->v = xcalloc(B * VD, sizeof(float), &st);
-    c->att_out = xcalloc(B * OD, sizeof(float), &st);
-    c->hb = xcalloc(B * (size_t)hp->n_ff, sizeof(float), &st);
-    c->hb2 = xcalloc(B * (size_t)hp->n_ff, sizeof(float), &st);
-    c->scores = xcalloc((size_t)n_threads * (size_t)n_ctx, sizeof(float), &st);
-    c->qtmp = xcalloc((size_t)n_threads * (size_t)hp->head_dim, sizeof(float), &st);
-    c->rope_cos = xcalloc(B * (size_t)hp->rope_dim / 2, sizeof(float), &st);
-    c->rope_sin = xcalloc(B * (size_t)hp->rope_dim / 2, sizeof(float), &st);
-    size_t max_in = E;
-    if ((size_t)hp->n_ff > max_in) max_in = hp->n_ff;
-    if (OD > max_in) max_in = OD;
-    /* F32 is the widest dot-product type: 4 bytes an element, plus block headers slack */
-    c->act_stride = (max_in * 4 + 63) / 64 * 64;
-    c->act = xcalloc(B, c->act_stride, &st);
-out:
+    s->k_cache = xcalloc(cells, (size_t)hp->n_head_kv * hp->head_dim * s->kv_elem, &st);
+    s->v_cache = xcalloc(cells, (size_t)hp->n_head_kv * hp->head_dim_v * s->kv_elem, &st);
+    s->tokens = xcalloc((size_t)n_ctx, sizeof(int32_t), &st);
     if (st) {
-        model_ctx_free(c);
+        model_seq_free(s);
         return st;
     }
-    *out = c;
+    *out = s;
     return SH_OK;
 }
 
-void model_ctx_free(model_ctx *c) {
-    if (!c) return;
-    pool_free(c->pool);
-    free(c->k_cache);
-    free(c->v_cache);
-    free(c->x);
-    free(c->xb);
-    free(c->xb2);
-    free(c->q);
-    free(c->k);
-    free(c->v);
-    free(c->att_out);
-    free(c->hb);
-    free(c->hb2);
-    free(c->scores);
-    free(c->qtmp);
-    free(c->rope_cos);
-    free(c->rope_sin);
-    free(c->act);
-    free(c);
+void model_seq_free(model_seq *s) {
+    if (!s) return;
+    free(s->k_cache);
+    free(s->v_cache);
+    free(s->tokens);
+    free(s);
 }
 
-int32_t model_ctx_n_ctx(const model_ctx *c) {
-    return c->n_ctx;
+int32_t model_seq_n_ctx(const model_seq *s) {
+    return s->n_ctx;
 }
 
-int32_t model_ctx_pos(const model_ctx *c) {
-    return c->pos;
+int32_t model_seq_pos(const model_seq *s) {
+    return s->pos;
 }
 
-void model_ctx_truncate(model_ctx *c, int32_t pos) {
-    if (pos >= 0 && pos < c->pos) c->pos = pos;
+const int32_t *model_seq_tokens(const model_seq *s) {
+    return s->tokens;
+}
+
+void model_seq_truncate(model_seq *s, int32_t pos) {
+    if (pos >= 0 && pos < s->pos) s->pos = pos;
+}
+
+uint64_t model_seq_bytes(const model *m, int32_t n_ctx, int kv_type) {
+    const model_hparams *hp = &m->hp;
+    uint64_t per = (uint64_t)hp->n_layer * ((uint64_t)hp->n_head_kv * (hp->head_dim + hp->head_dim_v)) *
+                   (kv_type == KV_F16 ? 2 : 4);
+    return per * (uint64_t)n_ctx + (uint64_t)n_ctx * sizeof(int32_t);
+}
+
+int model_ws_new(model_ws **out, const model *m, int n_threads, int32_t max_ctx) {
+    const model_hparams *hp = &m->hp;
+    int st = SH_OK;
+    *out = NULL;
+    if (max_ctx < 1) return sh_error_set(SH_EINVAL, "context size must be >= 1");
+    model_ws *w = calloc(1, sizeof *w);
+    if (!w) return sh_error_set(SH_ENOMEM, "out of memory");
+    w->m = m;
+    w->max_ctx = max_ctx;
+    if ((st = pool_new(&w->pool, n_threads))) goto out;
+    w->n_threads = n_threads;
+    size_t E = hp->n_embd, KD = (size_t)hp->n_head_kv * hp->head_dim;
+    size_t VD = (size_t)hp->n_head_kv * hp->head_dim_v, QD = (size_t)hp->n_head * hp->head_dim;
+    size_t OD = (size_t)hp->n_head * hp->head_dim_v, B = MODEL_UBATCH;
+    size_t hmax = hp->head_dim > hp->head_dim_v ? hp->head_dim : hp->head_dim_v;
+    w->x = xcalloc(B * E, sizeof(float), &st);
+    w->xb = xcalloc(B * E, sizeof(float), &st);
+    w->xb2 = xcalloc(B * E, sizeof(float), &st);
+    w->q = xcalloc(B * QD, sizeof(float), &st);
+    w->k = xcalloc(B * KD, sizeof(float), &st);
+    w->v = xcalloc(B * VD, sizeof(float), &st);
+    w->att_out = xcalloc(B * OD, sizeof(float), &st);
+    w->hb = xcalloc(B * (size_t)hp->n_ff, sizeof(float), &st);
+    w->hb2 = xcalloc(B * (size_t)hp->n_ff, sizeof(float), &st);
+    w->scores = xcalloc((size_t)n_threads * (size_t)max_ctx, sizeof(float), &st);
+    w->tmp = xcalloc((size_t)n_threads * 2 * hmax, sizeof(float), &st);
+    w->rope_cos = xcalloc(B * (size_t)hp->rope_dim / 2, sizeof(float), &st);
+    w->rope_sin = xcalloc(B * (size_t)hp->rope_dim / 2, sizeof(float), &st);
+    w->logits = xcalloc((size_t)MODEL_LOGIT_ROWS * (size_t)hp->n_vocab, sizeof(float), &st);
+    size_t max_in = E;
+    if ((size_t)hp->n_ff > max_in) max_in = hp->n_ff;
+    if (OD > max_in) max_in = OD;
+    /* F32 is the widest dot-product type: 4 bytes an element */
+    w->act_stride = (max_in * 4 + 63) / 64 * 64;
+    w->act = xcalloc(B, w->act_stride, &st);
+out:
+    if (st) {
+        model_ws_free(w);
+        return st;
+    }
+    *out = w;
+    return SH_OK;
+}
+
+void model_ws_free(model_ws *w) {
+    if (!w) return;
+    pool_free(w->pool);
+    free(w->x);
+    free(w->xb);
+    free(w->xb2);
+    free(w->q);
+    free(w->k);
+    free(w->v);
+    free(w->att_out);
+    free(w->hb);
+    free(w->hb2);
+    free(w->scores);
+    free(w->tmp);
+    free(w->rope_cos);
+    free(w->rope_sin);
+    free(w->logits);
+    free(w->act);
+    free(w);
 }
 
 /* ---- kernels ---- */
@@ -396,12 +454,13 @@ static void matmul_rows(void *arg, int64_t r0, int64_t r1, int ith) {
               j->y_stride);
 }
 
-/* y[t][0..n_out) = W x[t] for t < n_tok; x rows are n_in apart, y rows n_out apart. */
-static void matmul(model_ctx *c, const model_mat *w, const float *x, float *y, int32_t n_tok) {
+/* y[t][0..n_out) = W x[t] for t < n_tok; x rows are n_in apart, y rows y_stride apart. */
+static void matmul(model_ws *w, const model_mat *m, const float *x, float *y, int64_t y_stride,
+                   int32_t n_tok) {
     for (int32_t t = 0; t < n_tok; t++)
-        qt_prep_act(w->type, x + (size_t)t * w->n_in, c->act + (size_t)t * c->act_stride, w->n_in);
-    matmul_job j = {w, c->act, c->act_stride, y, w->n_out, n_tok};
-    pool_run(c->pool, matmul_rows, &j, w->n_out, 16);
+        qt_prep_act(m->type, x + (size_t)t * m->n_in, w->act + (size_t)t * w->act_stride, m->n_in);
+    matmul_job j = {m, w->act, w->act_stride, y, y_stride, n_tok};
+    pool_run(w->pool, matmul_rows, &j, m->n_out, 16);
 }
 
 static void rmsnorm(float *out, const float *x, const float *w, int64_t n, float eps) {
@@ -417,25 +476,25 @@ static void add_bias(float *y, const float *b, int64_t n, int32_t n_tok) {
         for (int64_t i = 0; i < n; i++) y[t * n + i] += b[i];
 }
 
-static void rope_tables(model_ctx *c, int32_t pos0, int32_t n_tok) {
-    const model_hparams *hp = &c->m->hp;
+static void rope_tables(model_ws *w, int32_t n_rows) {
+    const model_hparams *hp = &w->m->hp;
     int half = hp->rope_dim / 2;
     float theta_scale = powf(hp->rope_base, -2.0f / (float)hp->rope_dim);
-    for (int32_t t = 0; t < n_tok; t++) {
-        float theta = (float)(pos0 + t);
+    for (int32_t t = 0; t < n_rows; t++) {
+        float theta = (float)w->row_pos[t];
         for (int i = 0; i < half; i++) {
-            c->rope_cos[t * half + i] = cosf(theta);
-            c->rope_sin[t * half + i] = sinf(theta);
+            w->rope_cos[t * half + i] = cosf(theta);
+            w->rope_sin[t * half + i] = sinf(theta);
             theta *= theta_scale;
         }
     }
 }
 
 /* Rotates the leading rope_dim dims of each of n_heads heads of vector v. */
-static void rope(const model_ctx *c, float *v, int n_heads, int head_dim, int32_t t) {
-    const model_hparams *hp = &c->m->hp;
+static void rope(const model_ws *w, float *v, int n_heads, int head_dim, int32_t t) {
+    const model_hparams *hp = &w->m->hp;
     int half = hp->rope_dim / 2;
-    const float *cs = c->rope_cos + t * half, *sn = c->rope_sin + t * half;
+    const float *cs = w->rope_cos + t * half, *sn = w->rope_sin + t * half;
     for (int h = 0; h < n_heads; h++) {
         float *x = v + h * head_dim;
         for (int i = 0; i < half; i++) {
@@ -451,58 +510,52 @@ static float round_f16(float f) {
     return qt_f16_to_f32(qt_f32_to_f16(f));
 }
 
-static float kv_get(const model_ctx *c, const uint8_t *base, size_t i) {
-    if (c->kv_type == KV_F16) {
-        uint16_t h;
-        memcpy(&h, base + i * 2, 2);
-        return qt_f16_to_f32(h);
-    }
-    float f;
-    memcpy(&f, base + i * 4, 4);
-    return f;
+/* a cached row of n elements as F32: the cache itself, or converted into tmp */
+static const float *kv_row(const model_seq *s, const uint8_t *base, int64_t n, float *tmp) {
+    if (s->kv_type == KV_F32) return (const float *)base;
+    qt_f16_to_f32_row((const uint16_t *)base, tmp, n);
+    return tmp;
 }
 
-static void kv_put(const model_ctx *c, uint8_t *base, const float *src, size_t n) {
-    if (c->kv_type == KV_F16) {
-        uint16_t *d = (uint16_t *)base;
-        for (size_t i = 0; i < n; i++) d[i] = qt_f32_to_f16(src[i]);
-    } else {
+static void kv_put(const model_seq *s, uint8_t *base, const float *src, size_t n) {
+    if (s->kv_type == KV_F16)
+        qt_f32_to_f16_row(src, (uint16_t *)base, (int64_t)n);
+    else
         memcpy(base, src, n * sizeof(float));
-    }
 }
 
 typedef struct {
-    model_ctx *c;
+    model_ws *w;
     int layer;
-    int32_t pos0, n_tok;
 } attn_job;
 
-/* items are (token, head) pairs */
+/* items are (row, head) pairs; each row attends to its own sequence's positions 0..pos */
 static void attn_items(void *arg, int64_t i0, int64_t i1, int ith) {
     const attn_job *j = arg;
-    model_ctx *c = j->c;
-    const model_hparams *hp = &c->m->hp;
+    model_ws *w = j->w;
+    const model_hparams *hp = &w->m->hp;
     int hd = hp->head_dim, hdv = hp->head_dim_v, group = hp->n_head / hp->n_head_kv;
     size_t KD = (size_t)hp->n_head_kv * hd, VD = (size_t)hp->n_head_kv * hdv;
-    const uint8_t *kc = c->k_cache + (size_t)j->layer * c->n_ctx * KD * c->kv_elem;
-    const uint8_t *vc = c->v_cache + (size_t)j->layer * c->n_ctx * VD * c->kv_elem;
-    float *sc = c->scores + (size_t)ith * c->n_ctx;
-    float *qv = c->qtmp + (size_t)ith * hd;
+    int hmax = hd > hdv ? hd : hdv;
+    float *sc = w->scores + (size_t)ith * w->max_ctx;
+    float *qv = w->tmp + (size_t)ith * 2 * hmax, *row = qv + hmax;
     float scale = 1.0f / sqrtf((float)hd);
     for (int64_t it = i0; it < i1; it++) {
         int32_t t = (int32_t)(it / hp->n_head);
         int h = (int)(it % hp->n_head), kvh = h / group;
-        int32_t n_keys = j->pos0 + t + 1;
-        const float *q = c->q + (size_t)t * hp->n_head * hd + (size_t)h * hd;
-        for (int d = 0; d < hd; d++) qv[d] = c->kv_type == KV_F16 ? round_f16(q[d]) : q[d];
+        const model_seq *s = w->row_seq[t];
+        int32_t n_keys = w->row_pos[t] + 1;
+        size_t es = s->kv_elem;
+        const uint8_t *kc = s->k_cache + (size_t)j->layer * s->n_ctx * KD * es + (size_t)kvh * hd * es;
+        const uint8_t *vc = s->v_cache + (size_t)j->layer * s->n_ctx * VD * es + (size_t)kvh * hdv * es;
+        const float *q = w->q + (size_t)t * hp->n_head * hd + (size_t)h * hd;
+        /* with an F16 cache ggml rounds the query to F16 for the F16 x F32 product */
+        for (int d = 0; d < hd; d++) qv[d] = s->kv_type == KV_F16 ? round_f16(q[d]) : q[d];
         float mx = -INFINITY;
         for (int32_t p = 0; p < n_keys; p++) {
-            const uint8_t *kr = kc + ((size_t)p * KD + (size_t)kvh * hd) * c->kv_elem;
-            float s = 0;
-            for (int d = 0; d < hd; d++) s += qv[d] * kv_get(c, kr, d);
-            s *= scale;
-            sc[p] = s;
-            if (s > mx) mx = s;
+            float v = qt_dot_f32(qv, kv_row(s, kc + (size_t)p * KD * es, hd, row), hd) * scale;
+            sc[p] = v;
+            if (v > mx) mx = v;
         }
         double sum = 0;
         for (int32_t p = 0; p < n_keys; p++) {
@@ -510,13 +563,12 @@ static void attn_items(void *arg, int64_t i0, int64_t i1, int ith) {
             sum += sc[p];
         }
         float inv = (float)(1.0 / sum);
-        float *o = c->att_out + (size_t)t * hp->n_head * hdv + (size_t)h * hdv;
-        for (int d = 0; d < hdv; d++) o[d] = 0;
+        float *o = w->att_out + (size_t)t * hp->n_head * hdv + (size_t)h * hdv;
+        memset(o, 0, sizeof(float) * (size_t)hdv);
         for (int32_t p = 0; p < n_keys; p++) {
-            float w = sc[p] * inv;
-            if (c->kv_type == KV_F16) w = round_f16(w);
-            const uint8_t *vr = vc + ((size_t)p * VD + (size_t)kvh * hdv) * c->kv_elem;
-            for (int d = 0; d < hdv; d++) o[d] += w * kv_get(c, vr, d);
+            float pw = sc[p] * inv;
+            if (s->kv_type == KV_F16) pw = round_f16(pw); /* ggml: F16 V x F32 weights */
+            qt_axpy_f32(o, pw, kv_row(s, vc + (size_t)p * VD * es, hdv, row), hdv);
         }
     }
 }
@@ -525,79 +577,162 @@ static float silu(float x) {
     return x / (1.0f + expf(-x));
 }
 
-static void eval_batch(model_ctx *c, const int32_t *tokens, int32_t n_tok, float *logits) {
-    const model *m = c->m;
+/* Evaluates n_rows rows whose token, sequence, position and logits target are set. */
+static void eval_rows(model_ws *w, const int32_t *tokens, int32_t n_rows) {
+    const model *m = w->m;
     const model_hparams *hp = &m->hp;
     int64_t E = hp->n_embd, F = hp->n_ff, hd = hp->head_dim;
     int64_t QD = (int64_t)hp->n_head * hd, KD = (int64_t)hp->n_head_kv * hd;
     int64_t VD = (int64_t)hp->n_head_kv * hp->head_dim_v;
-    int32_t pos0 = c->pos;
 
-    for (int32_t t = 0; t < n_tok; t++)
+    for (int32_t t = 0; t < n_rows; t++)
         qt_dequant_row(m->tok_embd.type,
                        (const uint8_t *)m->tok_embd.data + (size_t)tokens[t] * m->tok_embd.row_bytes,
-                       c->x + t * E, E);
-    rope_tables(c, pos0, n_tok);
+                       w->x + t * E, E);
+    rope_tables(w, n_rows);
 
     for (int l = 0; l < hp->n_layer; l++) {
         const layer *L = &m->layers[l];
-        for (int32_t t = 0; t < n_tok; t++)
-            rmsnorm(c->xb + t * E, c->x + t * E, L->attn_norm, E, hp->norm_eps);
-        matmul(c, &L->wq, c->xb, c->q, n_tok);
-        matmul(c, &L->wk, c->xb, c->k, n_tok);
-        matmul(c, &L->wv, c->xb, c->v, n_tok);
-        add_bias(c->q, L->bq, QD, n_tok);
-        add_bias(c->k, L->bk, KD, n_tok);
-        add_bias(c->v, L->bv, VD, n_tok);
-        for (int32_t t = 0; t < n_tok; t++) {
+        for (int32_t t = 0; t < n_rows; t++)
+            rmsnorm(w->xb + t * E, w->x + t * E, L->attn_norm, E, hp->norm_eps);
+        matmul(w, &L->wq, w->xb, w->q, QD, n_rows);
+        matmul(w, &L->wk, w->xb, w->k, KD, n_rows);
+        matmul(w, &L->wv, w->xb, w->v, VD, n_rows);
+        add_bias(w->q, L->bq, QD, n_rows);
+        add_bias(w->k, L->bk, KD, n_rows);
+        add_bias(w->v, L->bv, VD, n_rows);
+        for (int32_t t = 0; t < n_rows; t++) {
             if (L->q_norm) {
                 for (int h = 0; h < hp->n_head; h++) {
-                    float *q = c->q + t * QD + h * hd;
+                    float *q = w->q + t * QD + h * hd;
                     rmsnorm(q, q, L->q_norm, hd, hp->norm_eps);
                 }
                 for (int h = 0; h < hp->n_head_kv; h++) {
-                    float *k = c->k + t * KD + h * hd;
+                    float *k = w->k + t * KD + h * hd;
                     rmsnorm(k, k, L->k_norm, hd, hp->norm_eps);
                 }
             }
-            rope(c, c->q + t * QD, hp->n_head, (int)hd, t);
-            rope(c, c->k + t * KD, hp->n_head_kv, (int)hd, t);
-            size_t cell = (size_t)l * c->n_ctx + (size_t)(pos0 + t);
-            kv_put(c, c->k_cache + cell * KD * c->kv_elem, c->k + t * KD, (size_t)KD);
-            kv_put(c, c->v_cache + cell * VD * c->kv_elem, c->v + t * VD, (size_t)VD);
+            rope(w, w->q + t * QD, hp->n_head, (int)hd, t);
+            rope(w, w->k + t * KD, hp->n_head_kv, (int)hd, t);
+            model_seq *s = w->row_seq[t];
+            size_t cell = (size_t)l * s->n_ctx + (size_t)w->row_pos[t];
+            kv_put(s, s->k_cache + cell * KD * s->kv_elem, w->k + t * KD, (size_t)KD);
+            kv_put(s, s->v_cache + cell * VD * s->kv_elem, w->v + t * VD, (size_t)VD);
         }
-        attn_job aj = {c, l, pos0, n_tok};
-        pool_run(c->pool, attn_items, &aj, (int64_t)n_tok * hp->n_head, 1);
-        matmul(c, &L->wo, c->att_out, c->xb2, n_tok);
-        for (int64_t i = 0; i < n_tok * E; i++) c->x[i] += c->xb2[i];
+        attn_job aj = {w, l};
+        pool_run(w->pool, attn_items, &aj, (int64_t)n_rows * hp->n_head, 1);
+        matmul(w, &L->wo, w->att_out, w->xb2, E, n_rows);
+        for (int64_t i = 0; i < n_rows * E; i++) w->x[i] += w->xb2[i];
 
-        for (int32_t t = 0; t < n_tok; t++)
-            rmsnorm(c->xb + t * E, c->x + t * E, L->ffn_norm, E, hp->norm_eps);
-        matmul(c, &L->w_gate, c->xb, c->hb, n_tok);
-        matmul(c, &L->w_up, c->xb, c->hb2, n_tok);
-        for (int64_t i = 0; i < n_tok * F; i++) c->hb[i] = silu(c->hb[i]) * c->hb2[i];
-        matmul(c, &L->w_down, c->hb, c->xb2, n_tok);
-        for (int64_t i = 0; i < n_tok * E; i++) c->x[i] += c->xb2[i];
+        for (int32_t t = 0; t < n_rows; t++)
+            rmsnorm(w->xb + t * E, w->x + t * E, L->ffn_norm, E, hp->norm_eps);
+        matmul(w, &L->w_gate, w->xb, w->hb, F, n_rows);
+        matmul(w, &L->w_up, w->xb, w->hb2, F, n_rows);
+        for (int64_t i = 0; i < n_rows * F; i++) w->hb[i] = silu(w->hb[i]) * w->hb2[i];
+        matmul(w, &L->w_down, w->hb, w->xb2, E, n_rows);
+        for (int64_t i = 0; i < n_rows * E; i++) w->x[i] += w->xb2[i];
     }
-    c->pos += n_tok;
-    if (logits) {
-        rmsnorm(c->xb, c->x + (n_tok - 1) * E, m->out_norm, E, hp->norm_eps);
-        matmul(c, &m->output, c->xb, logits, 1);
+
+    /* logits of the rows that want them, MODEL_LOGIT_ROWS at a time */
+    int32_t want[MODEL_UBATCH], n_want = 0;
+    for (int32_t t = 0; t < n_rows; t++)
+        if (w->row_logits[t]) want[n_want++] = t;
+    for (int32_t g = 0; g < n_want; g += MODEL_LOGIT_ROWS) {
+        int32_t ng = n_want - g < MODEL_LOGIT_ROWS ? n_want - g : MODEL_LOGIT_ROWS;
+        for (int32_t i = 0; i < ng; i++)
+            rmsnorm(w->xb + i * E, w->x + want[g + i] * E, m->out_norm, E, hp->norm_eps);
+        matmul(w, &m->output, w->xb, w->logits, hp->n_vocab, ng);
+        for (int32_t i = 0; i < ng; i++)
+            memcpy(w->row_logits[want[g + i]], w->logits + (size_t)i * hp->n_vocab,
+                   sizeof(float) * (size_t)hp->n_vocab);
     }
 }
 
-int model_eval(model_ctx *c, const int32_t *tokens, int32_t n, float *logits) {
-    if (n < 1) return sh_error_set(SH_EINVAL, "nothing to evaluate");
-    if (n > c->n_ctx - c->pos)
-        return sh_error_set(SH_ERANGE, "%d tokens do not fit in the context (%d of %d used)", n,
-                            c->pos, c->n_ctx);
-    for (int32_t i = 0; i < n; i++)
-        if (tokens[i] < 0 || tokens[i] >= c->m->hp.n_vocab)
-            return sh_error_set(SH_EINVAL, "token id %d out of range (vocab %d)", tokens[i],
-                                c->m->hp.n_vocab);
-    for (int32_t i = 0; i < n; i += MODEL_UBATCH) {
-        int32_t nb = n - i < MODEL_UBATCH ? n - i : MODEL_UBATCH;
-        eval_batch(c, tokens + i, nb, i + nb == n ? logits : NULL);
+int model_eval_batch(model_ws *w, const model_batch *items, int n_items) {
+    const model_hparams *hp = &w->m->hp;
+    if (n_items < 1) return sh_error_set(SH_EINVAL, "nothing to evaluate");
+    for (int i = 0; i < n_items; i++) {
+        const model_batch *b = &items[i];
+        if (!b->seq || b->seq->m != w->m || b->n < 1)
+            return sh_error_set(SH_EINVAL, "batch item %d: no sequence or no tokens", i);
+        if (b->seq->n_ctx > w->max_ctx)
+            return sh_error_set(SH_EINVAL, "sequence context %d exceeds the workspace's %d",
+                                b->seq->n_ctx, w->max_ctx);
+        if (b->n > b->seq->n_ctx - b->seq->pos)
+            return sh_error_set(SH_ERANGE, "%d tokens do not fit in the context (%d of %d used)",
+                                b->n, b->seq->pos, b->seq->n_ctx);
+        for (int j = 0; j < i; j++)
+            if (items[j].seq == b->seq)
+                return sh_error_set(SH_EINVAL, "a sequence appears twice in one batch");
+        for (int32_t k = 0; k < b->n; k++)
+            if (b->tokens[k] < 0 || b->tokens[k] >= hp->n_vocab)
+                return sh_error_set(SH_EINVAL, "token id %d out of range (vocab %d)", b->tokens[k],
+                                    hp->n_vocab);
     }
+    int32_t chunk_tok[MODEL_UBATCH], n_rows = 0;
+    for (int i = 0; i < n_items; i++) {
+        const model_batch *b = &items[i];
+        for (int32_t k = 0; k < b->n; k++) {
+            w->row_seq[n_rows] = b->seq;
+            w->row_pos[n_rows] = b->seq->pos + k;
+            w->row_logits[n_rows] = k == b->n - 1 ? b->logits : NULL;
+            b->seq->tokens[b->seq->pos + k] = b->tokens[k];
+            chunk_tok[n_rows++] = b->tokens[k];
+            if (n_rows == MODEL_UBATCH) {
+                eval_rows(w, chunk_tok, n_rows);
+                n_rows = 0;
+            }
+        }
+    }
+    if (n_rows) eval_rows(w, chunk_tok, n_rows);
+    for (int i = 0; i < n_items; i++) items[i].seq->pos += items[i].n;
     return SH_OK;
+}
+
+/* ---- one sequence with its own workspace ---- */
+
+int model_ctx_new(model_ctx **out, const model *m, int32_t n_ctx, int kv_type, int n_threads) {
+    int st;
+    *out = NULL;
+    model_ctx *c = calloc(1, sizeof *c);
+    if (!c) return sh_error_set(SH_ENOMEM, "out of memory");
+    if ((st = model_seq_new(&c->seq, m, n_ctx, kv_type)) ||
+        (st = model_ws_new(&c->ws, m, n_threads, n_ctx))) {
+        model_ctx_free(c);
+        return st;
+    }
+    *out = c;
+    return SH_OK;
+}
+
+void model_ctx_free(model_ctx *c) {
+    if (!c) return;
+    model_ws_free(c->ws);
+    model_seq_free(c->seq);
+    free(c);
+}
+
+int32_t model_ctx_n_ctx(const model_ctx *c) {
+    return c->seq->n_ctx;
+}
+
+int32_t model_ctx_pos(const model_ctx *c) {
+    return c->seq->pos;
+}
+
+void model_ctx_truncate(model_ctx *c, int32_t pos) {
+    model_seq_truncate(c->seq, pos);
+}
+
+model_seq *model_ctx_seq(model_ctx *c) {
+    return c->seq;
+}
+
+model_ws *model_ctx_ws(model_ctx *c) {
+    return c->ws;
+}
+
+int model_eval(model_ctx *c, const int32_t *tokens, int32_t n, float *logits) {
+    model_batch b = {c->seq, tokens, n, logits};
+    return model_eval_batch(c->ws, &b, 1);
 }

@@ -52,19 +52,53 @@ const char *model_arch_name(model_arch a);
 uint64_t model_weight_bytes(const model *m);
 uint64_t model_n_params(const model *m);
 
-/* ---- sequences ---- */
+/* ---- sequences and workspaces ---- */
 enum { KV_F32 = 0, KV_F16 = 1 };
 
+/* A sequence: its KV cache (sized to n_ctx tokens) and the tokens it holds. */
+typedef struct model_seq model_seq;
+/* A workspace: worker threads and the scratch of one evaluation step, shared by any number of
+ * sequences (one step at a time). max_ctx bounds the context of the sequences it evaluates. */
+typedef struct model_ws model_ws;
+
+/* m is borrowed and must outlive both. Caller frees. */
+int model_seq_new(model_seq **out, const model *m, int32_t n_ctx, int kv_type);
+void model_seq_free(model_seq *s);
+int32_t model_seq_n_ctx(const model_seq *s);
+int32_t model_seq_pos(const model_seq *s); /* tokens already in the cache */
+const int32_t *model_seq_tokens(const model_seq *s); /* borrowed: model_seq_pos() entries */
+/* Forget cached tokens from position pos on (pos <= model_seq_pos()). */
+void model_seq_truncate(model_seq *s, int32_t pos);
+/* Memory a sequence of n_ctx tokens takes. */
+uint64_t model_seq_bytes(const model *m, int32_t n_ctx, int kv_type);
+
+int model_ws_new(model_ws **out, const model *m, int n_threads, int32_t max_ctx);
+void model_ws_free(model_ws *w);
+
+/* One step over several sequences (continuous batching): every item's tokens are evaluated at
+ * its sequence's next positions, all items together, so the weights are read once per chunk
+ * of rows whatever the number of sequences. logits (may be NULL) receives the n_vocab logits
+ * of the item's last token. A sequence may appear once per call. Nothing is evaluated when an
+ * item is invalid (SH_EINVAL) or would overflow its context (SH_ERANGE). */
+typedef struct {
+    model_seq *seq;
+    const int32_t *tokens; /* borrowed */
+    int32_t n;
+    float *logits;
+} model_batch;
+int model_eval_batch(model_ws *w, const model_batch *items, int n_items);
+
+/* ---- one sequence with its own workspace (the simple API) ---- */
 typedef struct model_ctx model_ctx;
-/* n_ctx: tokens the KV cache holds (clamped to the model's training context by the caller's
- * choice; must be >= 1). kv_type: KV_F32 or KV_F16. n_threads >= 1. m is borrowed and must
- * outlive the context. Caller frees. */
+/* n_ctx >= 1; kv_type KV_F32 or KV_F16; n_threads >= 1. m is borrowed and must outlive the
+ * context. Caller frees. */
 int model_ctx_new(model_ctx **out, const model *m, int32_t n_ctx, int kv_type, int n_threads);
 void model_ctx_free(model_ctx *c);
 int32_t model_ctx_n_ctx(const model_ctx *c);
-int32_t model_ctx_pos(const model_ctx *c); /* tokens already in the cache */
-/* Forget cached tokens from position pos on (pos <= model_ctx_pos()). */
+int32_t model_ctx_pos(const model_ctx *c);
 void model_ctx_truncate(model_ctx *c, int32_t pos);
+model_seq *model_ctx_seq(model_ctx *c); /* borrowed */
+model_ws *model_ctx_ws(model_ctx *c);   /* borrowed */
 
 /* Evaluates n tokens at the next positions. If logits is non-NULL it receives the n_vocab
  * logits of the last of them. SH_ERANGE if the cache would overflow (nothing is evaluated). */
