@@ -1,21 +1,29 @@
-/* pool.c - persistent worker threads with a generation counter as the start signal. */
+/* pool.c - persistent worker threads; a generation counter is the start signal.
+ *
+ * A forward step runs a few hundred short parallel loops, so the hand-off must be cheap:
+ * workers and the caller spin briefly on atomics before falling back to sleeping on a
+ * condition variable. The spin is bounded, so when another process holds the other core a
+ * waiting thread soon sleeps instead of burning the time slice the worker it waits for needs. */
 #include "engine/pool.h"
 
 #include <pthread.h>
+#include <stdatomic.h>
 #include <stdlib.h>
 
 #include "base/status.h"
 
 #define POOL_MAX_THREADS 256
+#define POOL_SPIN 20000 /* polls before sleeping: tens of microseconds */
 
 struct pool {
     int n_threads;
     pthread_t *threads;
     pthread_mutex_t mu;
     pthread_cond_t start_cv, done_cv;
-    uint64_t generation; /* bumped once per run; workers wait for a change */
-    int pending;         /* workers still busy in this run */
-    int stop;
+    atomic_uint_fast64_t generation; /* bumped once per run */
+    atomic_int pending;              /* workers still busy in this run */
+    atomic_int stop;
+    int sleepers; /* workers waiting on start_cv (under mu) */
     pool_fn fn;
     void *arg;
     int64_t n, align;
@@ -25,6 +33,12 @@ typedef struct {
     pool *p;
     int ith;
 } worker_arg;
+
+static inline void cpu_relax(void) {
+#if defined(__x86_64__) || defined(__i386__)
+    __builtin_ia32_pause();
+#endif
+}
 
 static void run_share(pool *p, int ith) {
     int64_t nt = p->n_threads;
@@ -41,17 +55,30 @@ static void *worker(void *v) {
     int ith = wa->ith;
     free(wa);
     uint64_t seen = 0;
-    pthread_mutex_lock(&p->mu);
     for (;;) {
-        while (!p->stop && p->generation == seen) pthread_cond_wait(&p->start_cv, &p->mu);
-        if (p->stop) break;
-        seen = p->generation;
-        pthread_mutex_unlock(&p->mu);
+        for (int i = 0; i < POOL_SPIN; i++) {
+            if (atomic_load_explicit(&p->generation, memory_order_acquire) != seen ||
+                atomic_load_explicit(&p->stop, memory_order_relaxed))
+                break;
+            cpu_relax();
+        }
+        if (atomic_load_explicit(&p->generation, memory_order_acquire) == seen) {
+            pthread_mutex_lock(&p->mu);
+            p->sleepers++;
+            while (atomic_load(&p->generation) == seen && !atomic_load(&p->stop))
+                pthread_cond_wait(&p->start_cv, &p->mu);
+            p->sleepers--;
+            pthread_mutex_unlock(&p->mu);
+        }
+        if (atomic_load(&p->stop)) break;
+        seen = atomic_load_explicit(&p->generation, memory_order_acquire);
         run_share(p, ith);
-        pthread_mutex_lock(&p->mu);
-        if (--p->pending == 0) pthread_cond_signal(&p->done_cv);
+        if (atomic_fetch_sub_explicit(&p->pending, 1, memory_order_acq_rel) == 1) {
+            pthread_mutex_lock(&p->mu);
+            pthread_cond_signal(&p->done_cv);
+            pthread_mutex_unlock(&p->mu);
+        }
     }
-    pthread_mutex_unlock(&p->mu);
     return NULL;
 }
 
@@ -62,11 +89,15 @@ int pool_new(pool **out, int n_threads) {
     pool *p = calloc(1, sizeof *p);
     if (!p) return sh_error_set(SH_ENOMEM, "out of memory");
     p->n_threads = n_threads;
+    atomic_init(&p->generation, 0);
+    atomic_init(&p->pending, 0);
+    atomic_init(&p->stop, 0);
     pthread_mutex_init(&p->mu, NULL);
     pthread_cond_init(&p->start_cv, NULL);
     pthread_cond_init(&p->done_cv, NULL);
     p->threads = calloc((size_t)n_threads, sizeof *p->threads);
     if (!p->threads) {
+        p->n_threads = 1;
         pool_free(p);
         return sh_error_set(SH_ENOMEM, "out of memory");
     }
@@ -87,7 +118,7 @@ int pool_new(pool **out, int n_threads) {
 void pool_free(pool *p) {
     if (!p) return;
     pthread_mutex_lock(&p->mu);
-    p->stop = 1;
+    atomic_store(&p->stop, 1);
     pthread_cond_broadcast(&p->start_cv);
     pthread_mutex_unlock(&p->mu);
     for (int i = 1; i < p->n_threads; i++)
@@ -110,17 +141,22 @@ void pool_run(pool *p, pool_fn fn, void *arg, int64_t n, int64_t align) {
         fn(arg, 0, n, 0);
         return;
     }
-    pthread_mutex_lock(&p->mu);
     p->fn = fn;
     p->arg = arg;
     p->n = n;
     p->align = align;
-    p->pending = p->n_threads - 1;
-    p->generation++;
-    pthread_cond_broadcast(&p->start_cv);
+    atomic_store_explicit(&p->pending, p->n_threads - 1, memory_order_relaxed);
+    pthread_mutex_lock(&p->mu);
+    atomic_fetch_add_explicit(&p->generation, 1, memory_order_release);
+    if (p->sleepers) pthread_cond_broadcast(&p->start_cv);
     pthread_mutex_unlock(&p->mu);
     run_share(p, 0);
+    for (int i = 0; i < POOL_SPIN; i++) {
+        if (atomic_load_explicit(&p->pending, memory_order_acquire) == 0) return;
+        cpu_relax();
+    }
     pthread_mutex_lock(&p->mu);
-    while (p->pending > 0) pthread_cond_wait(&p->done_cv, &p->mu);
+    while (atomic_load_explicit(&p->pending, memory_order_acquire) > 0)
+        pthread_cond_wait(&p->done_cv, &p->mu);
     pthread_mutex_unlock(&p->mu);
 }
