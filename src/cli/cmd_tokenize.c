@@ -33,6 +33,8 @@ static int read_stdin(char **out, size_t *n) {
     for (;;) {
         if (len == cap) {
             if (cap >= TOKENIZE_MAX_STDIN) {
+                int c = fgetc(stdin);
+                if (c == EOF && !ferror(stdin)) break; /* exactly the maximum */
                 free(b);
                 return sh_error_set(SH_ERANGE, "input is larger than %u MiB", TOKENIZE_MAX_STDIN >> 20);
             }

@@ -225,10 +225,12 @@ static int utf8_check(const uint8_t *s, size_t n) {
 }
 
 /* llama.cpp reads text as code points leniently (overlong forms accepted, stray bytes become
- * U+FFFD) before pre-tokenizing; we produce the same code points, re-encoded as valid UTF-8
- * so PCRE2 can take them. Surrogates and values above U+10FFFF (which llama.cpp cannot
- * re-encode either) also become U+FFFD. out must hold 3 * n bytes. */
-static size_t sanitize_utf8(const uint8_t *s, size_t n, char *out) {
+ * U+FFFD) before pre-tokenizing; we produce the same code points, re-encoded, in out. PCRE2
+ * cannot take encoded surrogates, which llama.cpp keeps: out gets U+FFFD (the same class for
+ * the regexes, and the same length) while raw, when given, gets the surrogate's own bytes at
+ * the same offset, and *surrogates is set. Values above U+10FFFF become U+FFFD (llama.cpp
+ * cannot encode them either). out and raw must hold 3 * n bytes. */
+static size_t sanitize_utf8(const uint8_t *s, size_t n, char *out, char *raw, int *surrogates) {
     size_t i = 0, o = 0;
     while (i < n) {
         uint8_t b = s[i];
@@ -257,7 +259,17 @@ static size_t sanitize_utf8(const uint8_t *s, size_t n, char *out) {
         else
             cp = ((uint32_t)(b & 0x07) << 18) | ((uint32_t)(s[i + 1] & 0x3f) << 12) |
                  ((uint32_t)(s[i + 2] & 0x3f) << 6) | (s[i + 3] & 0x3f);
-        if ((cp >= 0xd800 && cp <= 0xdfff) || cp > 0x10ffff) cp = 0xfffd;
+        if (cp > 0x10ffff) cp = 0xfffd;
+        if (cp >= 0xd800 && cp <= 0xdfff) {
+            /* same length as U+FFFD, which stands in for it in the regex subject */
+            if (raw) {
+                raw[o] = (char)0xed;
+                raw[o + 1] = (char)(0x80 | ((cp >> 6) & 0x3f));
+                raw[o + 2] = (char)(0x80 | (cp & 0x3f));
+            }
+            *surrogates = 1;
+            cp = 0xfffd;
+        }
         o += utf8_put(cp, out + o);
         i += k;
     }
@@ -791,6 +803,8 @@ typedef struct {
     bigram *heap;
     size_t heap_cap, heap_n;
     pcre2_match_data *md[TOK_MAX_REGEX];
+    const char *subject; /* sanitised text the regexes run on */
+    const char *words;   /* the bytes BPE sees, at the same offsets */
     int is_spm;
 } enc;
 
@@ -819,7 +833,9 @@ static int before(const enc *e, const bigram *a, const bigram *b) {
     return a->left < b->left;
 }
 
-static void heap_push(enc *e, bigram v) {
+static int heap_push(enc *e, bigram v) {
+    int rc = grow((void **)&e->heap, &e->heap_cap, e->heap_n + 1, sizeof *e->heap);
+    if (rc) return rc;
     size_t i = e->heap_n++;
     while (i > 0) {
         size_t p = (i - 1) / 2;
@@ -828,6 +844,7 @@ static void heap_push(enc *e, bigram v) {
         i = p;
     }
     e->heap[i] = v;
+    return SH_OK;
 }
 
 static bigram heap_pop(enc *e) {
@@ -845,19 +862,19 @@ static bigram heap_pop(enc *e) {
     return top;
 }
 
-static void try_pair(enc *e, int32_t l, int32_t r) {
-    if (l < 0 || r < 0) return;
+static int try_pair(enc *e, int32_t l, int32_t r) {
+    if (l < 0 || r < 0) return SH_OK;
     const sym *a = &e->syms[l], *b = &e->syms[r];
     bigram bg = {0, 0, l, r, a->n + b->n};
     if (e->is_spm) {
         int32_t id = vocab_get(e->t, e->buf + a->start, a->n + b->n);
-        if (id < 0) return;
+        if (id < 0) return SH_OK;
         bg.score = e->t->score[id];
     } else {
         bg.rank = merge_get(e->t, e->buf + a->start, a->n, e->buf + b->start, b->n);
-        if (bg.rank < 0) return;
+        if (bg.rank < 0) return SH_OK;
     }
-    heap_push(e, bg);
+    return heap_push(e, bg);
 }
 
 /* Merge the symbols of e->buf[0..n) (one symbol per character) until no pair applies. Pairs
@@ -874,10 +891,10 @@ static int merge_symbols(enc *e, size_t n) {
         off += l;
         if (off < n) e->syms[ns].next = (int32_t)ns + 1;
     }
-    /* each merge queues at most two pairs */
-    if ((rc = grow((void **)&e->heap, &e->heap_cap, 3 * ns + 1, sizeof *e->heap))) return rc;
+    /* the heap grows as needed: at most 3 * ns pushes (each merge queues two pairs) */
     e->heap_n = 0;
-    for (size_t i = 1; i < ns; i++) try_pair(e, (int32_t)i - 1, (int32_t)i);
+    for (size_t i = 1; i < ns; i++)
+        if ((rc = try_pair(e, (int32_t)i - 1, (int32_t)i))) return rc;
     while (e->heap_n) {
         bigram bg = heap_pop(e);
         sym *a = &e->syms[bg.left], *b = &e->syms[bg.right];
@@ -886,8 +903,8 @@ static int merge_symbols(enc *e, size_t n) {
         b->n = 0;
         a->next = b->next;
         if (b->next >= 0) e->syms[b->next].prev = bg.left;
-        try_pair(e, a->prev, bg.left);
-        try_pair(e, bg.left, a->next);
+        if ((rc = try_pair(e, a->prev, bg.left)) || (rc = try_pair(e, bg.left, a->next)))
+            return rc;
     }
     return SH_OK;
 }
@@ -930,7 +947,7 @@ static int bpe_word(enc *e, const char *w, size_t n) {
  * piece to stage k + 1 (the last stage runs BPE). */
 static int split_stage(enc *e, int k, const char *s, size_t n) {
     const tok *t = e->t;
-    if (k == t->n_re) return bpe_word(e, s, n);
+    if (k == t->n_re) return bpe_word(e, e->words + (s - e->subject), n);
     size_t pos = 0, prev = 0;
     int rc;
     while (pos < n) {
@@ -952,10 +969,23 @@ static int split_stage(enc *e, int k, const char *s, size_t n) {
 }
 
 static int encode_bpe(enc *e, const char *text, size_t n) {
+    int surrogates = 0, rc;
     char *clean = malloc(3 * n + 1);
     if (!clean) return sh_error_set(SH_ENOMEM, "out of memory while tokenizing");
-    size_t m = sanitize_utf8((const uint8_t *)text, n, clean);
-    int rc = split_stage(e, 0, clean, m);
+    size_t m = sanitize_utf8((const uint8_t *)text, n, clean, NULL, &surrogates);
+    e->subject = e->words = clean;
+    if (surrogates) { /* rare: second pass with the surrogate bytes kept for BPE */
+        char *raw = malloc(3 * n + 1);
+        if (!raw) {
+            free(clean);
+            return sh_error_set(SH_ENOMEM, "out of memory while tokenizing");
+        }
+        sanitize_utf8((const uint8_t *)text, n, raw, NULL, &surrogates);
+        sanitize_utf8((const uint8_t *)text, n, clean, raw, &surrogates);
+        e->words = raw;
+    }
+    rc = split_stage(e, 0, clean, m);
+    if (e->words != clean) free((char *)e->words);
     free(clean);
     return rc;
 }

@@ -42,8 +42,10 @@ const char *tok_pre_name(const tok *t);   /* pre-tokenizer name, e.g. "qwen2" */
 int32_t tok_find(const tok *t, const char *s);
 
 /* ---- encode ---- */
-/* Tokenize text[0..len). add_bos: prepend BOS if the model wants one (tok_add_bos()).
- * parse_special: recognise control/user-defined token texts as single tokens.
+/* Tokenize text[0..len) (at most 256 MiB). add_bos: prepend BOS if the model wants one
+ * (tok_add_bos()). parse_special: recognise control/unknown token texts as single tokens;
+ * user-defined token texts are always recognised, as in llama.cpp. Invalid UTF-8 is
+ * tokenized as llama.cpp does (BPE: as U+FFFD; SPM: byte tokens).
  * Writes at most cap ids; *n_out receives the full count (returns SH_EFULL if > cap). */
 int tok_encode(const tok *t, const char *text, size_t len, int add_bos, int parse_special,
                int32_t *out, int64_t cap, int64_t *n_out);
@@ -60,12 +62,13 @@ typedef struct {
     char pend[8];
     int n_pend;
 } tok_utf8_stream;
-/* Append the piece of id; writes complete characters to out (cap >= 256 + 8 is always enough
- * for one token) and returns the number of bytes written. Invalid sequences are passed
- * through byte by byte as U+FFFD. */
+/* Append the piece of id; writes complete characters to out (cap >= 256 + 8 is enough for one
+ * token of the usual vocabularies) and returns the number of bytes written. Invalid bytes
+ * come out one U+FFFD each. Returns SH_EFULL, consuming nothing, if out is too small. */
 int64_t tok_stream_push(const tok *t, tok_utf8_stream *s, int32_t id, int render_special,
                         char *out, int64_t cap);
-/* Flush what is left at the end (incomplete bytes become U+FFFD). */
+/* Flush what is left at the end (an incomplete character becomes one U+FFFD; needs cap >= 3,
+ * else SH_EFULL). */
 int64_t tok_stream_flush(tok_utf8_stream *s, char *out, int64_t cap);
 
 #endif
