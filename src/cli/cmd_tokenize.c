@@ -90,8 +90,7 @@ int cmd_tokenize(int argc, char **argv) {
             }
             break;
         } else if (a[0] == '-' && a[1] != '\0') {
-            fprintf(stderr, "shammah tokenize: unknown option '%s'\n", a);
-            usage(stderr);
+            fprintf(stderr, "shammah tokenize: unknown option '%s' (see --help)\n", a);
             return 2;
         } else if (text) {
             fprintf(stderr, "shammah tokenize: only one TEXT argument is allowed\n");
@@ -101,8 +100,7 @@ int cmd_tokenize(int argc, char **argv) {
         }
     }
     if (!model) {
-        fprintf(stderr, "shammah tokenize: no model given (-m MODEL.gguf)\n");
-        usage(stderr);
+        fprintf(stderr, "shammah tokenize: no model given (-m MODEL.gguf; see --help)\n");
         return 2;
     }
 

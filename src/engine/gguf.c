@@ -132,6 +132,14 @@ static int is_unsigned_int(gguf_vtype t) {
            t == GGUF_T_UINT64 || t == GGUF_T_BOOL;
 }
 
+/* Keys and tensor names are quoted in one-line error messages: control bytes would break
+ * the line (or drive a terminal), and no real file has them. */
+static int has_ctrl(gguf_str s) {
+    for (uint64_t i = 0; i < s.len; i++)
+        if ((uint8_t)s.ptr[i] < 0x20 || (uint8_t)s.ptr[i] == 0x7f) return 1;
+    return 0;
+}
+
 static int read_kv(cursor *c, gguf_kv *kv) {
     uint32_t t;
     int st;
@@ -139,6 +147,8 @@ static int read_kv(cursor *c, gguf_kv *kv) {
     if ((st = rd_str(c, &kv->key))) return st;
     if (kv->key.len == 0 || kv->key.len > GGUF_MAX_KEY_LEN)
         return sh_error_set(SH_EFORMAT, "metadata key of invalid length %" PRIu64, kv->key.len);
+    if (has_ctrl(kv->key))
+        return sh_error_set(SH_EFORMAT, "metadata key contains control characters");
     c->what = "metadata value";
     if ((st = rd_u32(c, &t))) return st;
     if (t >= GGUF_T_COUNT_)
@@ -178,8 +188,26 @@ static int read_kv(cursor *c, gguf_kv *kv) {
     return SH_OK;
 }
 
-static int str_eq_str(gguf_str a, gguf_str b) {
-    return a.len == b.len && memcmp(a.ptr, b.ptr, a.len) == 0;
+static int cmp_str_ptr(const void *a, const void *b) {
+    const gguf_str *x = *(const gguf_str *const *)a, *y = *(const gguf_str *const *)b;
+    int c = memcmp(x->ptr, y->ptr, x->len < y->len ? x->len : y->len);
+    return c ? c : (x->len > y->len) - (x->len < y->len);
+}
+
+/* Finds a name that occurs twice among n names found `stride` bytes apart from `first`.
+ * Sorting keeps this O(n log n): checking pairs would let a few-MB file of 100k tensors
+ * stall gguf_open for tens of seconds. *dup is NULL when all names are distinct. */
+static int find_dup(const gguf_str *first, size_t stride, uint64_t n, const gguf_str **dup) {
+    *dup = NULL;
+    if (n < 2) return SH_OK;
+    const gguf_str **v = malloc(n * sizeof *v);
+    if (!v) return sh_error_set(SH_ENOMEM, "out of memory");
+    for (uint64_t i = 0; i < n; i++) v[i] = (const gguf_str *)((const char *)first + i * stride);
+    qsort(v, n, sizeof *v, cmp_str_ptr);
+    for (uint64_t i = 1; i < n && !*dup; i++)
+        if (!cmp_str_ptr(&v[i - 1], &v[i])) *dup = v[i];
+    free(v);
+    return SH_OK;
 }
 
 static int read_tensor_info(cursor *c, gguf_tensor *t) {
@@ -188,6 +216,7 @@ static int read_tensor_info(cursor *c, gguf_tensor *t) {
     if ((st = rd_str(c, &t->name))) return st;
     if (t->name.len == 0 || t->name.len > 256)
         return sh_error_set(SH_EFORMAT, "tensor name of invalid length %" PRIu64, t->name.len);
+    if (has_ctrl(t->name)) return sh_error_set(SH_EFORMAT, "tensor name contains control characters");
     if ((st = rd_u32(c, &t->n_dims))) return st;
     if (t->n_dims == 0 || t->n_dims > GGUF_MAX_DIMS)
         return sh_error_set(SH_EFORMAT, "tensor '%.*s' has %u dimensions (1..4 allowed)",
@@ -300,12 +329,12 @@ int gguf_open(gguf **out, const char *path) {
     for (uint64_t i = 0; i < n_kv; i++) {
         g->n_kv = (int64_t)i + 1;
         if ((st = read_kv(&c, &g->kv[i]))) goto out;
-        for (uint64_t j = 0; j < i; j++)
-            if (str_eq_str(g->kv[j].key, g->kv[i].key)) {
-                st = sh_error_set(SH_EFORMAT, "duplicate metadata key '%.*s'",
-                                  (int)g->kv[i].key.len, g->kv[i].key.ptr);
-                goto out;
-            }
+    }
+    const gguf_str *dup;
+    if ((st = find_dup(&g->kv[0].key, sizeof *g->kv, n_kv, &dup))) goto out;
+    if (dup) {
+        st = sh_error_set(SH_EFORMAT, "duplicate metadata key '%.*s'", (int)dup->len, dup->ptr);
+        goto out;
     }
     g->alignment = GGUF_DEFAULT_ALIGNMENT;
     int64_t ai = gguf_find_key(g, "general.alignment");
@@ -344,12 +373,11 @@ int gguf_open(gguf **out, const char *path) {
             goto out;
         }
         t->data = g->map + g->data_offset + t->offset;
-        for (uint64_t j = 0; j < i; j++)
-            if (str_eq_str(g->tensors[j].name, t->name)) {
-                st = sh_error_set(SH_EFORMAT, "duplicate tensor '%.*s'", (int)t->name.len,
-                                  t->name.ptr);
-                goto out;
-            }
+    }
+    if ((st = find_dup(&g->tensors[0].name, sizeof *g->tensors, n_tensors, &dup))) goto out;
+    if (dup) {
+        st = sh_error_set(SH_EFORMAT, "duplicate tensor '%.*s'", (int)dup->len, dup->ptr);
+        goto out;
     }
 out:
     if (fd >= 0) close(fd);
@@ -525,6 +553,7 @@ struct gguf_writer {
     uint64_t n_kv;
     w_tensor *tensors;
     uint64_t n_tensors, tensors_cap;
+    uint64_t align; /* general.alignment if one was written, else 0 (the default) */
 };
 
 int gguf_writer_new(gguf_writer **out) {
@@ -541,6 +570,7 @@ void gguf_writer_free(gguf_writer *w) {
 }
 
 static int put(gguf_writer *w, const void *p, uint64_t n) {
+    if (n == 0) return SH_OK; /* p may be NULL then (empty arrays); memcpy must not see it */
     if (n > GGUF_W_MAX_META - w->meta_len)
         return sh_error_set(SH_EFULL, "GGUF metadata larger than %llu bytes", GGUF_W_MAX_META);
     if (w->meta_len + n > w->meta_cap) {
@@ -562,6 +592,8 @@ static int put_str(gguf_writer *w, const char *s, uint64_t n) {
 }
 
 static int put_key(gguf_writer *w, const char *key, uint32_t type) {
+    if (type != GGUF_T_UINT32 && !strcmp(key, "general.alignment"))
+        return sh_error_set(SH_EINVAL, "general.alignment must be a power of two u32");
     int st = put_str(w, key, strlen(key));
     if (!st) st = put(w, &type, 4);
     if (!st) w->n_kv++;
@@ -569,6 +601,14 @@ static int put_key(gguf_writer *w, const char *key, uint32_t type) {
 }
 
 static int put_scalar(gguf_writer *w, const char *key, gguf_vtype t, const void *v) {
+    /* readers place tensor data by this key: the layout must follow it or be rejected */
+    if (!strcmp(key, "general.alignment")) {
+        uint32_t a = 0;
+        if (t == GGUF_T_UINT32) memcpy(&a, v, 4);
+        if (a == 0 || (a & (a - 1)) != 0 || a > 65536)
+            return sh_error_set(SH_EINVAL, "general.alignment must be a power of two u32");
+        w->align = a;
+    }
     int st = put_key(w, key, t);
     return st ? st : put(w, v, vtype_size[t]);
 }
@@ -684,15 +724,21 @@ int gguf_w_tensor(gguf_writer *w, const char *name, uint32_t type, uint32_t n_di
 }
 
 static int fwrite_all(FILE *f, const void *p, uint64_t n) {
+    if (n == 0) return SH_OK; /* p may be NULL (no metadata) */
     return fwrite(p, 1, n, f) == n ? SH_OK : sh_error_set(SH_EIO, "write failed: %s",
                                                           strerror(errno));
 }
 
-static int fpad(FILE *f, uint64_t *pos) {
-    static const uint8_t zeros[GGUF_DEFAULT_ALIGNMENT];
-    uint64_t pad = (GGUF_DEFAULT_ALIGNMENT - *pos % GGUF_DEFAULT_ALIGNMENT) % GGUF_DEFAULT_ALIGNMENT;
+static int fpad(FILE *f, uint64_t *pos, uint64_t align) {
+    static const uint8_t zeros[64];
+    uint64_t pad = (align - *pos % align) % align;
     *pos += pad;
-    return fwrite_all(f, zeros, pad);
+    for (uint64_t n; pad > 0; pad -= n) {
+        n = pad < sizeof zeros ? pad : sizeof zeros;
+        int st = fwrite_all(f, zeros, n);
+        if (st) return st;
+    }
+    return SH_OK;
 }
 
 int gguf_writer_write(gguf_writer *w, const char *path) {
@@ -705,7 +751,7 @@ int gguf_writer_write(gguf_writer *w, const char *path) {
     if (!f) return sh_error_set(SH_EIO, "cannot create %s: %s", tmp, strerror(errno));
 
     uint32_t version = 3;
-    uint64_t pos = 0;
+    uint64_t pos = 0, align = w->align ? w->align : GGUF_DEFAULT_ALIGNMENT;
     if ((st = fwrite_all(f, "GGUF", 4)) || (st = fwrite_all(f, &version, 4)) ||
         (st = fwrite_all(f, &w->n_tensors, 8)) || (st = fwrite_all(f, &w->n_kv, 8)) ||
         (st = fwrite_all(f, w->meta, w->meta_len)))
@@ -722,14 +768,13 @@ int gguf_writer_write(gguf_writer *w, const char *path) {
             if ((st = fwrite_all(f, &t->ne[d], 8))) goto out;
         if ((st = fwrite_all(f, &t->type, 4)) || (st = fwrite_all(f, &off, 8))) goto out;
         pos += 8 + n + 4 + 8ull * t->n_dims + 4 + 8;
-        off += (t->nbytes + GGUF_DEFAULT_ALIGNMENT - 1) / GGUF_DEFAULT_ALIGNMENT *
-               GGUF_DEFAULT_ALIGNMENT;
+        off += (t->nbytes + align - 1) / align * align;
     }
-    if ((st = fpad(f, &pos))) goto out;
+    if ((st = fpad(f, &pos, align))) goto out;
     for (uint64_t i = 0; i < w->n_tensors; i++) {
         if ((st = fwrite_all(f, w->tensors[i].data, w->tensors[i].nbytes))) goto out;
         pos += w->tensors[i].nbytes;
-        if ((st = fpad(f, &pos))) goto out;
+        if ((st = fpad(f, &pos, align))) goto out;
     }
     if (fflush(f) != 0) st = sh_error_set(SH_EIO, "write failed: %s", strerror(errno));
 out:

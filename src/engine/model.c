@@ -180,9 +180,14 @@ static int load_tensors(model *m) {
     int64_t E = hp->n_embd, F = hp->n_ff, V = hp->n_vocab;
     int64_t QD = (int64_t)hp->n_head * hp->head_dim, KD = (int64_t)hp->n_head_kv * hp->head_dim;
     int64_t VD = (int64_t)hp->n_head_kv * hp->head_dim_v, OD = (int64_t)hp->n_head * hp->head_dim_v;
-    /* per layer: 2 norms + 3 biases (q, k, v) + 2 head norms; plus the output norm */
-    m->vecs_cap = (uint64_t)hp->n_layer * (2 * E + QD + KD + VD + 2 * hp->head_dim) + E;
-    m->vecs = malloc(m->vecs_cap * sizeof *m->vecs);
+    /* Only 1-D tensors are copied: size the copy by what the file holds, not by
+     * hyper-parameters no tensor has confirmed yet (a hostile header could ask for TBs). */
+    m->vecs_cap = 0;
+    for (int64_t i = 0; i < gguf_n_tensors(m->g); i++) {
+        const gguf_tensor *t = gguf_tensor_at(m->g, i);
+        if (t->ne[1] == 1 && t->ne[2] == 1 && t->ne[3] == 1) m->vecs_cap += (uint64_t)t->ne[0];
+    }
+    m->vecs = malloc((m->vecs_cap ? m->vecs_cap : 1) * sizeof *m->vecs);
     m->layers = calloc((size_t)hp->n_layer, sizeof *m->layers);
     if (!m->vecs || !m->layers) return sh_error_set(SH_ENOMEM, "out of memory");
     int st;
