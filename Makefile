@@ -3,7 +3,7 @@
 
 CC      ?= gcc
 BUILD   ?= build
-PKGS    := libpcre2-8 jansson
+PKGS    := libpcre2-8 jansson libmicrohttpd
 OPT     ?= -O2
 ARCHFLAGS ?= -march=x86-64-v2
 CFLAGS_BASE := -std=c11 -D_GNU_SOURCE -Wall -Wextra -Werror -Wno-unused-parameter -g -Isrc \
@@ -13,7 +13,7 @@ ALL_CFLAGS := $(CFLAGS_BASE) $(OPT) $(ARCHFLAGS) $(CFLAGS) $(SAN)
 LIBS    := $(shell pkg-config --libs $(PKGS) 2>/dev/null) -lpthread -lm
 TEST_LIBS := -lcmocka
 
-LIB_SRC := $(wildcard src/base/*.c src/engine/*.c)
+LIB_SRC := $(wildcard src/base/*.c src/engine/*.c src/proto/*.c src/server/*.c)
 CLI_SRC := $(wildcard src/cli/*.c)
 LIB_OBJ := $(LIB_SRC:%.c=$(BUILD)/%.o)
 CLI_OBJ := $(CLI_SRC:%.c=$(BUILD)/%.o)
@@ -21,7 +21,7 @@ TEST_SRC := $(wildcard tests/unit/test_*.c)
 TEST_BIN := $(TEST_SRC:tests/unit/%.c=$(BUILD)/tests/%)
 
 DEB_PKGS := build-essential pkg-config libpcre2-dev libjansson-dev libcmocka-dev \
-            libmicrohttpd-dev libcurl4-openssl-dev libedit-dev libsqlite3-dev
+            libmicrohttpd-dev libcurl4-openssl-dev libedit-dev libsqlite3-dev curl
 
 .PHONY: all test unit asan deps clean check-reference bench fixtures format
 

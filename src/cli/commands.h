@@ -8,5 +8,6 @@ int cmd_bench(int argc, char **argv);    /* cmd_bench.c */
 int cmd_info(int argc, char **argv);     /* cmd_info.c */
 int cmd_tokenize(int argc, char **argv); /* cmd_tokenize.c */
 int cmd_model(int argc, char **argv);    /* cmd_model.c: `shammah model synth ...` */
+int cmd_daemon(int argc, char **argv);   /* cmd_daemon.c */
 
 #endif

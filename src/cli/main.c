@@ -11,6 +11,7 @@ typedef struct {
 } command;
 
 static const command commands[] = {
+    {"daemon", cmd_daemon, "serve the OpenAI- and Anthropic-compatible API"},
     {"run", cmd_run, "complete a prompt with a local model"},
     {"tokenize", cmd_tokenize, "print the token ids of a text"},
     {"bench", cmd_bench, "measure prompt and generation throughput"},

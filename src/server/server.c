@@ -1,0 +1,735 @@
+/* server.c - the daemon's HTTP API and life cycle.
+ *
+ * libmicrohttpd runs one thread per connection, so a streaming response simply blocks in its
+ * reader callback until the scheduler has the next event (with a keep-alive timeout); nothing
+ * spins. A client that goes away makes the write fail: MHD frees the response, which releases
+ * (cancels) the job, and the scheduler drops it at its next step. */
+#include "server/server.h"
+
+#include <arpa/inet.h>
+#include <errno.h>
+#include <jansson.h>
+#include <microhttpd.h>
+#include <netdb.h>
+#include <netinet/in.h>
+#include <pthread.h>
+#include <signal.h>
+#include <stdarg.h>
+#include <stdatomic.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+#include <sys/socket.h>
+#include <time.h>
+#include <unistd.h>
+
+#include "base/status.h"
+#include "engine/model.h"
+#include "engine/tokenizer.h"
+#include "proto/anthropic.h"
+#include "proto/conv.h"
+#include "proto/openai.h"
+#include "server/local.h"
+#include "server/metrics.h"
+#include "server/pidfile.h"
+#include "server/sched.h"
+
+#define SRV_VERSION "0.1.0"
+#define SRV_KEEPALIVE_MS 10000 /* a comment/ping when a stream has been quiet this long */
+#define SRV_MAX_CONNECTIONS 256
+#define SRV_OUTPUT_MAX (64u << 20) /* one response body */
+
+enum { MODEL_NONE, MODEL_LOADING, MODEL_READY, MODEL_FAILED };
+enum { DIALECT_OPENAI, DIALECT_ANTHROPIC };
+
+typedef struct {
+    server_opts o;
+    struct MHD_Daemon *mhd;
+    metrics *met;
+    time_t started;
+    pthread_mutex_t mu; /* model state */
+    int state;
+    char error[512];
+    char model_name[256];
+    model *m;
+    tok *t;
+    sched *sc;
+    local_model lm;
+    int32_t n_ctx;
+    pthread_t loader;
+    int loader_started;
+    atomic_uint_fast64_t ids;
+} srv;
+
+/* ---- per-request state ---- */
+
+typedef struct {
+    char *body;
+    size_t len, cap;
+    int too_big;
+    const char *endpoint; /* metrics label */
+    int status;
+} req_ctx;
+
+static const char *route_label(const char *url) {
+    static const char *const known[] = {"/v1/chat/completions", "/v1/completions", "/v1/messages",
+                                        "/v1/messages/count_tokens", "/v1/models", "/v1/status",
+                                        "/health", "/metrics"};
+    for (size_t i = 0; i < sizeof known / sizeof *known; i++)
+        if (!strcmp(url, known[i])) return known[i];
+    if (!strncmp(url, "/v1/session/", 12)) return "/v1/session";
+    return "other";
+}
+
+static int dialect_of(const char *url) {
+    return strncmp(url, "/v1/messages", 12) == 0 ? DIALECT_ANTHROPIC : DIALECT_OPENAI;
+}
+
+/* ---- responses ---- */
+
+static enum MHD_Result send_buf(struct MHD_Connection *c, req_ctx *rc, int status,
+                                const char *type, const char *body, size_t len) {
+    struct MHD_Response *r =
+        MHD_create_response_from_buffer(len, (void *)body, MHD_RESPMEM_MUST_COPY);
+    if (!r) return MHD_NO;
+    MHD_add_response_header(r, "Content-Type", type);
+    MHD_add_response_header(r, "x-shammah-route", "local");
+    enum MHD_Result ret = MHD_queue_response(c, (unsigned)status, r);
+    MHD_destroy_response(r);
+    rc->status = status;
+    return ret;
+}
+
+static enum MHD_Result send_json(struct MHD_Connection *c, req_ctx *rc, int status, json_t *j) {
+    char *s = json_dumps(j, JSON_COMPACT);
+    json_decref(j);
+    if (!s) return MHD_NO;
+    enum MHD_Result r = send_buf(c, rc, status, "application/json", s, strlen(s));
+    free(s);
+    return r;
+}
+
+static enum MHD_Result send_error(struct MHD_Connection *c, req_ctx *rc, int dialect,
+                                  const proto_error *e) {
+    char *s = dialect == DIALECT_ANTHROPIC ? anthropic_error_json(e) : openai_error_json(e);
+    int status = dialect == DIALECT_ANTHROPIC ? anthropic_error_status(e->kind)
+                                              : openai_error_status(e->kind);
+    if (!s) return MHD_NO;
+    enum MHD_Result r = send_buf(c, rc, status, "application/json", s, strlen(s));
+    free(s);
+    return r;
+}
+
+static enum MHD_Result send_errorf(struct MHD_Connection *c, req_ctx *rc, int dialect,
+                                   conv_error_kind kind, const char *param, const char *fmt, ...)
+    __attribute__((format(printf, 6, 7)));
+static enum MHD_Result send_errorf(struct MHD_Connection *c, req_ctx *rc, int dialect,
+                                   conv_error_kind kind, const char *param, const char *fmt, ...) {
+    proto_error e;
+    char msg[512];
+    va_list ap;
+    va_start(ap, fmt);
+    vsnprintf(msg, sizeof msg, fmt, ap);
+    va_end(ap);
+    proto_error_set(&e, kind, param, "%s", msg);
+    return send_error(c, rc, dialect, &e);
+}
+
+/* ---- model state ---- */
+
+static int model_state(srv *s, char *err, size_t cap) {
+    pthread_mutex_lock(&s->mu);
+    int st = s->state;
+    if (err) snprintf(err, cap, "%s", s->error);
+    pthread_mutex_unlock(&s->mu);
+    return st;
+}
+
+/* 503 unless the local model is ready */
+static enum MHD_Result unavailable(srv *s, struct MHD_Connection *c, req_ctx *rc, int dialect) {
+    char err[512];
+    int st = model_state(s, err, sizeof err);
+    if (st == MODEL_LOADING)
+        return send_errorf(c, rc, dialect, CONV_ERR_UNAVAILABLE, NULL,
+                           "the local model is still loading; retry in a moment");
+    if (st == MODEL_FAILED)
+        return send_errorf(c, rc, dialect, CONV_ERR_UNAVAILABLE, NULL,
+                           "the local model failed to load: %s", err);
+    return send_errorf(c, rc, dialect, CONV_ERR_UNAVAILABLE, NULL,
+                       "no local model is configured (set [backend] model or pass -m)");
+}
+
+static void *load_model(void *arg) {
+    srv *s = arg;
+    model *m = NULL;
+    tok *t = NULL;
+    sched *sc = NULL;
+    int st = model_load(&m, s->o.model_path);
+    if (!st) st = tok_load(&t, model_gguf(m));
+    int32_t n_ctx = 0;
+    if (!st) {
+        n_ctx = s->o.ctx > 0 ? s->o.ctx : 32768;
+        if (n_ctx > model_hp(m)->n_ctx_train) n_ctx = model_hp(m)->n_ctx_train;
+        int threads = s->o.threads;
+        if (threads <= 0) {
+            long n = sysconf(_SC_NPROCESSORS_ONLN);
+            threads = n < 1 ? 1 : n > 8 ? 8 : (int)n;
+        }
+        sched_opts so = {.n_threads = threads,
+                         .n_ctx = n_ctx,
+                         .kv_type = s->o.kv_type,
+                         .parallel = s->o.parallel > 0 ? s->o.parallel : 4,
+                         .prefill_chunk = 256};
+        st = sched_new(&sc, m, t, &so);
+    }
+    pthread_mutex_lock(&s->mu);
+    if (st) {
+        s->state = MODEL_FAILED;
+        snprintf(s->error, sizeof s->error, "%s", sh_error_last());
+        fprintf(stderr, "shammah daemon: model %s: %s\n", s->o.model_path, s->error);
+    } else {
+        gguf_str js;
+        char *jinja = NULL;
+        if (gguf_get_str(model_gguf(m), "tokenizer.chat_template", &js) == SH_OK)
+            jinja = strndup(js.ptr, js.len);
+        local_model_init(&s->lm, t, jinja);
+        free(jinja);
+        s->m = m;
+        s->t = t;
+        s->sc = sc;
+        s->n_ctx = n_ctx;
+        s->state = MODEL_READY;
+        fprintf(stderr, "shammah daemon: model %s ready (%s, context %d, chat template %s)\n",
+                s->model_name, model_arch_name(model_hp(m)->arch), n_ctx,
+                chat_kind_name(s->lm.tmpl.kind));
+    }
+    pthread_mutex_unlock(&s->mu);
+    if (st) {
+        sched_free(sc);
+        tok_free(t);
+        model_free(m);
+    }
+    return NULL;
+}
+
+/* ---- generation ---- */
+
+typedef struct {
+    srv *s;
+    sched_job *job;
+    int dialect;
+    void *enc;
+    int (*enc_event)(void *enc, const conv_event *ev);
+    int (*enc_finish)(void *enc);
+    void (*enc_free)(void *enc);
+    conv_buf out;   /* bytes produced by the encoder, not yet sent */
+    size_t out_off;
+    int finished;
+    double t_start, t_last;
+    int64_t n_tokens;
+} gen;
+
+static double now_s(void) {
+    struct timespec ts;
+    clock_gettime(CLOCK_MONOTONIC, &ts);
+    return (double)ts.tv_sec + ts.tv_nsec / 1e9;
+}
+
+static int gen_write(void *user, const char *data, size_t len) {
+    gen *g = user;
+    return conv_buf_append(&g->out, data, len);
+}
+
+static int enc_openai_event(void *e, const conv_event *ev) {
+    return openai_enc_event(e, ev);
+}
+static int enc_openai_finish(void *e) {
+    return openai_enc_finish(e);
+}
+static void enc_openai_free(void *e) {
+    openai_enc_free(e);
+}
+static int enc_anthropic_event(void *e, const conv_event *ev) {
+    return anthropic_enc_event(e, ev);
+}
+static int enc_anthropic_finish(void *e) {
+    return anthropic_enc_finish(e);
+}
+static void enc_anthropic_free(void *e) {
+    anthropic_enc_free(e);
+}
+
+static void gen_free(gen *g) {
+    if (!g) return;
+    if (g->job) sched_job_release(g->job);
+    if (g->enc) g->enc_free(g->enc);
+    conv_buf_free(&g->out);
+    free(g);
+}
+
+/* Feeds one event to the encoder and the metrics. Returns 1 when it was the last. */
+static int gen_event(gen *g, const sched_event *se) {
+    const conv_event *ev = &se->ev;
+    double t = now_s();
+    if (ev->kind == CONV_EV_TEXT || ev->kind == CONV_EV_TOOL_DELTA) {
+        if (g->n_tokens == 0) metrics_ttft(g->s->met, t - g->t_start);
+        else metrics_token_gap(g->s->met, t - g->t_last);
+        g->n_tokens++;
+        g->t_last = t;
+    }
+    if (ev->kind == CONV_EV_STOP)
+        metrics_tokens(g->s->met, ev->usage.prompt_tokens, ev->usage.completion_tokens,
+                       ev->usage.cached_tokens);
+    g->enc_event(g->enc, ev);
+    if (ev->kind == CONV_EV_STOP || ev->kind == CONV_EV_ERROR) {
+        g->enc_finish(g->enc);
+        g->finished = 1;
+        return 1;
+    }
+    return 0;
+}
+
+static ssize_t stream_read(void *cls, uint64_t pos, char *buf, size_t max) {
+    gen *g = cls;
+    (void)pos;
+    while (g->out_off == g->out.len) {
+        if (g->finished) return MHD_CONTENT_READER_END_OF_STREAM;
+        g->out.len = 0;
+        g->out_off = 0;
+        if (g->out.p) g->out.p[0] = 0;
+        sched_event se;
+        if (!sched_job_next(g->job, &se, SRV_KEEPALIVE_MS)) {
+            /* quiet (a long prompt being read): keep proxies and clients from timing out */
+            const char *ka = g->dialect == DIALECT_ANTHROPIC
+                                 ? "event: ping\ndata: {\"type\": \"ping\"}\n\n"
+                                 : ": keep-alive\n\n";
+            conv_buf_puts(&g->out, ka);
+            continue;
+        }
+        gen_event(g, &se);
+    }
+    size_t n = g->out.len - g->out_off;
+    if (n > max) n = max;
+    memcpy(buf, g->out.p + g->out_off, n);
+    g->out_off += n;
+    return (ssize_t)n;
+}
+
+static void stream_free(void *cls) {
+    gen *g = cls;
+    metrics_stream(g->s->met, -1);
+    gen_free(g);
+}
+
+static char *new_id(srv *s, const char *prefix) {
+    static const char hex[] = "0123456789abcdef";
+    uint64_t x = atomic_fetch_add(&s->ids, 1) * 0x9E3779B97F4A7C15ull ^ (uint64_t)time(NULL) << 20 ^
+                 (uint64_t)getpid();
+    char *id = malloc(strlen(prefix) + 25);
+    if (!id) return NULL;
+    size_t p = strlen(prefix);
+    memcpy(id, prefix, p);
+    for (int i = 0; i < 24; i++) {
+        id[p + (size_t)i] = hex[x & 15];
+        x = (x >> 4) | (x << 60);
+        if (i == 11) x *= 0xBF58476D1CE4E5B9ull;
+    }
+    id[p + 24] = 0;
+    return id;
+}
+
+static enum MHD_Result generate(srv *s, struct MHD_Connection *c, req_ctx *rc, int dialect,
+                                conv_request *req) {
+    local_req lr;
+    int st = local_prepare(&s->lm, req, &lr);
+    if (st) {
+        enum MHD_Result r = send_errorf(c, rc, dialect, st == SH_ENOMEM ? CONV_ERR_INTERNAL : CONV_ERR_INVALID,
+                                        NULL, "%s", sh_error_last());
+        local_req_free(&lr);
+        return r;
+    }
+    if (lr.p.n_prompt >= s->n_ctx) {
+        enum MHD_Result r = send_errorf(
+            c, rc, dialect, CONV_ERR_INVALID, "messages",
+            "the prompt has %d tokens, more than the context of %d tokens allows (at least one "
+            "token must be left to generate)",
+            lr.p.n_prompt, s->n_ctx);
+        local_req_free(&lr);
+        return r;
+    }
+    gen *g = calloc(1, sizeof *g);
+    if (!g) {
+        local_req_free(&lr);
+        return MHD_NO;
+    }
+    g->s = s;
+    g->dialect = dialect;
+    g->t_start = now_s();
+    conv_buf_init(&g->out, SRV_OUTPUT_MAX);
+    char *id = new_id(s, dialect == DIALECT_ANTHROPIC ? "msg_"
+                         : req->api == CONV_API_COMPLETION ? "cmpl-"
+                                                           : "chatcmpl-");
+    if (dialect == DIALECT_ANTHROPIC) {
+        anthropic_enc_opts ao = {.stream = req->stream, .model = s->model_name, .id = id ? id : "msg_0"};
+        g->enc = anthropic_enc_new(&ao, gen_write, g);
+        g->enc_event = enc_anthropic_event;
+        g->enc_finish = enc_anthropic_finish;
+        g->enc_free = enc_anthropic_free;
+    } else {
+        openai_enc_opts oo = {.api = req->api,
+                              .stream = req->stream,
+                              .include_usage = req->include_usage,
+                              .model = s->model_name,
+                              .id = id ? id : "chatcmpl-0",
+                              .created = (int64_t)time(NULL)};
+        g->enc = openai_enc_new(&oo, gen_write, g);
+        g->enc_event = enc_openai_event;
+        g->enc_finish = enc_openai_finish;
+        g->enc_free = enc_openai_free;
+    }
+    free(id);
+    if (!g->enc) {
+        gen_free(g);
+        local_req_free(&lr);
+        return MHD_NO;
+    }
+    st = sched_submit(s->sc, &lr.p, &g->job);
+    local_req_free(&lr);
+    if (st) {
+        gen_free(g);
+        return send_errorf(c, rc, dialect, st == SH_ERANGE ? CONV_ERR_INVALID : CONV_ERR_UNAVAILABLE,
+                           NULL, "%s", sh_error_last());
+    }
+    if (req->stream) {
+        struct MHD_Response *r =
+            MHD_create_response_from_callback(MHD_SIZE_UNKNOWN, 16384, stream_read, g, stream_free);
+        if (!r) {
+            gen_free(g);
+            return MHD_NO;
+        }
+        metrics_stream(s->met, +1);
+        MHD_add_response_header(r, "Content-Type", "text/event-stream");
+        MHD_add_response_header(r, "Cache-Control", "no-cache");
+        MHD_add_response_header(r, "x-shammah-route", "local");
+        enum MHD_Result ret = MHD_queue_response(c, MHD_HTTP_OK, r);
+        MHD_destroy_response(r);
+        rc->status = 200;
+        return ret;
+    }
+    /* not streaming: collect the whole answer, then send it */
+    sched_event se;
+    int error = 0;
+    char errmsg[SCHED_TEXT_MAX] = "";
+    conv_error_kind ek = CONV_ERR_INTERNAL;
+    while (!g->finished) {
+        if (!sched_job_next(g->job, &se, -1)) continue;
+        if (se.ev.kind == CONV_EV_ERROR) {
+            error = 1;
+            snprintf(errmsg, sizeof errmsg, "%s", se.text);
+            ek = se.ev.error_kind;
+            break;
+        }
+        gen_event(g, &se);
+    }
+    enum MHD_Result ret;
+    if (error)
+        ret = send_errorf(c, rc, dialect, ek, NULL, "generation failed: %s", errmsg);
+    else
+        ret = send_buf(c, rc, 200, "application/json", g->out.p ? g->out.p : "{}", g->out.len);
+    gen_free(g);
+    return ret;
+}
+
+/* ---- routes ---- */
+
+static enum MHD_Result route_generate(srv *s, struct MHD_Connection *c, req_ctx *rc,
+                                      const char *url) {
+    int dialect = dialect_of(url);
+    if (rc->too_big)
+        return send_errorf(c, rc, dialect, CONV_ERR_TOO_LARGE, NULL,
+                           "request body larger than %lld bytes ([server] max_body_bytes)",
+                           (long long)s->o.max_body_bytes);
+    conv_request req;
+    proto_error err;
+    memset(&err, 0, sizeof err);
+    conv_request_zero(&req);
+    int st;
+    const char *body = rc->body ? rc->body : "";
+    int count_only = !strcmp(url, "/v1/messages/count_tokens");
+    if (!strcmp(url, "/v1/chat/completions")) st = openai_decode_chat(body, rc->len, &req, &err);
+    else if (!strcmp(url, "/v1/completions")) st = openai_decode_completion(body, rc->len, &req, &err);
+    else if (count_only) st = anthropic_decode_count_tokens(body, rc->len, &req, &err);
+    else st = anthropic_decode_messages(body, rc->len, &req, &err);
+    enum MHD_Result ret;
+    if (st) {
+        ret = send_error(c, rc, dialect, &err);
+    } else if (model_state(s, NULL, 0) != MODEL_READY) {
+        ret = unavailable(s, c, rc, dialect);
+    } else if (count_only) {
+        int64_t n = 0;
+        st = local_count_tokens(&s->lm, &req, &n);
+        ret = st ? send_errorf(c, rc, dialect, CONV_ERR_INVALID, NULL, "%s", sh_error_last())
+                 : send_json(c, rc, 200, json_pack("{s:I}", "input_tokens", (json_int_t)n));
+    } else {
+        ret = generate(s, c, rc, dialect, &req);
+    }
+    conv_request_free(&req);
+    return ret;
+}
+
+static json_t *model_entry(srv *s) {
+    return json_pack("{s:s,s:s,s:s,s:I,s:s,s:s,s:s}", "id", s->model_name, "object", "model",
+                     "type", "model", "created", (json_int_t)s->started, "created_at",
+                     "1970-01-01T00:00:00Z", "owned_by", "shammah", "display_name", s->model_name);
+}
+
+static enum MHD_Result route_get(srv *s, struct MHD_Connection *c, req_ctx *rc, const char *url) {
+    char err[512];
+    int st = model_state(s, err, sizeof err);
+    if (!strcmp(url, "/health")) {
+        if (st == MODEL_READY)
+            return send_json(c, rc, 200, json_pack("{s:s,s:s}", "status", "ok", "model", s->model_name));
+        if (st == MODEL_LOADING) return send_json(c, rc, 503, json_pack("{s:s}", "status", "loading"));
+        if (st == MODEL_FAILED)
+            return send_json(c, rc, 503, json_pack("{s:s,s:s}", "status", "failed", "error", err));
+        return send_json(c, rc, 503, json_pack("{s:s}", "status", "no_model"));
+    }
+    if (!strcmp(url, "/v1/models")) {
+        json_t *data = json_array();
+        if (st == MODEL_READY || st == MODEL_LOADING) json_array_append_new(data, model_entry(s));
+        json_t *j = json_pack("{s:s,s:o,s:b}", "object", "list", "data", data, "has_more", 0);
+        if (json_array_size(data)) {
+            json_object_set_new(j, "first_id", json_string(s->model_name));
+            json_object_set_new(j, "last_id", json_string(s->model_name));
+        }
+        return send_json(c, rc, 200, j);
+    }
+    sched_stats ss;
+    memset(&ss, 0, sizeof ss);
+    if (st == MODEL_READY) sched_get_stats(s->sc, &ss);
+    if (!strcmp(url, "/metrics")) {
+        metrics_gauges g = {.queue_depth = ss.queued,
+                            .active_jobs = ss.active,
+                            .kv_bytes = ss.kv_bytes,
+                            .kv_used_ratio = st == MODEL_READY && s->o.parallel > 0
+                                                 ? (double)ss.active / s->o.parallel
+                                                 : 0,
+                            .model_ready = st == MODEL_READY};
+        char *text = metrics_render(s->met, &g);
+        if (!text) return MHD_NO;
+        enum MHD_Result r =
+            send_buf(c, rc, 200, "text/plain; version=0.0.4", text, strlen(text));
+        free(text);
+        return r;
+    }
+    if (!strcmp(url, "/v1/status")) {
+        static const char *const names[] = {"none", "loading", "ready", "failed"};
+        json_t *mj = json_pack("{s:s,s:s,s:s}", "state", names[st], "name", s->model_name, "path",
+                               s->o.model_path ? s->o.model_path : "");
+        if (st == MODEL_FAILED) json_object_set_new(mj, "error", json_string(err));
+        if (st == MODEL_READY) {
+            const model_hparams *hp = model_hp(s->m);
+            json_object_set_new(mj, "architecture", json_string(model_arch_name(hp->arch)));
+            json_object_set_new(mj, "parameters", json_integer((json_int_t)model_n_params(s->m)));
+            json_object_set_new(mj, "context", json_integer(s->n_ctx));
+            json_object_set_new(mj, "chat_template", json_string(chat_kind_name(s->lm.tmpl.kind)));
+        }
+        json_t *j = json_pack(
+            "{s:s,s:o,s:I,s:I,s:I,s:I,s:{s:I,s:I,s:I},s:{s:i}}", "version", SRV_VERSION, "model",
+            mj, "uptime_seconds", (json_int_t)(time(NULL) - s->started), "queue_depth",
+            (json_int_t)ss.queued, "active_generations", (json_int_t)ss.active, "active_streams",
+            (json_int_t)metrics_active_streams(s->met), "tokens", "prompt",
+            (json_int_t)ss.prompt_tokens, "generated", (json_int_t)ss.generated_tokens, "cached",
+            (json_int_t)ss.cached_tokens, "sessions", "active", 0);
+        return send_json(c, rc, 200, j);
+    }
+    return send_errorf(c, rc, DIALECT_OPENAI, CONV_ERR_NOT_FOUND, NULL, "no route for GET %s", url);
+}
+
+static int authorized(srv *s, struct MHD_Connection *c) {
+    if (s->o.n_api_keys == 0) return 1;
+    const char *auth = MHD_lookup_connection_value(c, MHD_HEADER_KIND, "Authorization");
+    const char *xkey = MHD_lookup_connection_value(c, MHD_HEADER_KIND, "x-api-key");
+    const char *key = xkey;
+    if (auth && !strncasecmp(auth, "Bearer ", 7)) key = auth + 7;
+    if (!key) return 0;
+    for (int i = 0; i < s->o.n_api_keys; i++)
+        if (!strcmp(key, s->o.api_keys[i])) return 1;
+    return 0;
+}
+
+static enum MHD_Result on_request(void *cls, struct MHD_Connection *c, const char *url,
+                                  const char *method, const char *version,
+                                  const char *upload_data, size_t *upload_size, void **con_cls) {
+    srv *s = cls;
+    (void)version;
+    req_ctx *rc = *con_cls;
+    if (!rc) {
+        rc = calloc(1, sizeof *rc);
+        if (!rc) return MHD_NO;
+        rc->endpoint = route_label(url);
+        *con_cls = rc;
+        return MHD_YES;
+    }
+    if (*upload_size) {
+        size_t n = *upload_size;
+        *upload_size = 0;
+        if (rc->too_big || rc->len + n > (size_t)s->o.max_body_bytes) {
+            rc->too_big = 1;
+            return MHD_YES;
+        }
+        if (rc->len + n + 1 > rc->cap) {
+            size_t cap = rc->cap ? rc->cap : 16384;
+            while (cap < rc->len + n + 1) cap *= 2;
+            char *b = realloc(rc->body, cap);
+            if (!b) return MHD_NO;
+            rc->body = b;
+            rc->cap = cap;
+        }
+        memcpy(rc->body + rc->len, upload_data, n);
+        rc->len += n;
+        rc->body[rc->len] = 0;
+        return MHD_YES;
+    }
+    int dialect = dialect_of(url);
+    int is_post = !strcmp(method, "POST"), is_get = !strcmp(method, "GET");
+    if (strcmp(url, "/health") != 0 && !authorized(s, c))
+        return send_errorf(c, rc, dialect, CONV_ERR_AUTH, NULL, "invalid or missing API key");
+    if (!strcmp(url, "/v1/chat/completions") || !strcmp(url, "/v1/completions") ||
+        !strcmp(url, "/v1/messages") || !strcmp(url, "/v1/messages/count_tokens")) {
+        if (!is_post)
+            return send_errorf(c, rc, dialect, CONV_ERR_INVALID, NULL, "%s takes POST, not %s", url, method);
+        return route_generate(s, c, rc, url);
+    }
+    if (!strcmp(url, "/health") || !strcmp(url, "/v1/models") || !strcmp(url, "/v1/status") ||
+        !strcmp(url, "/metrics")) {
+        if (!is_get && strcmp(method, "HEAD") != 0)
+            return send_errorf(c, rc, dialect, CONV_ERR_INVALID, NULL, "%s takes GET, not %s", url, method);
+        return route_get(s, c, rc, url);
+    }
+    if (!strncmp(url, "/v1/session/", 12))
+        return send_errorf(c, rc, DIALECT_ANTHROPIC, CONV_ERR_NOT_FOUND, NULL,
+                           "session '%s' not found", url + 12);
+    return send_errorf(c, rc, dialect, CONV_ERR_NOT_FOUND, NULL, "no route for %s %s", method, url);
+}
+
+static void on_completed(void *cls, struct MHD_Connection *c, void **con_cls,
+                         enum MHD_RequestTerminationCode toe) {
+    srv *s = cls;
+    (void)c;
+    (void)toe;
+    req_ctx *rc = *con_cls;
+    if (!rc) return;
+    metrics_request(s->met, rc->endpoint, rc->status ? rc->status : 499);
+    free(rc->body);
+    free(rc);
+    *con_cls = NULL;
+}
+
+/* Binds the listening socket ourselves, so "address in use" can be told apart and named. */
+static int listen_on(const char *host, int port, int *fd_out) {
+    char portstr[16];
+    snprintf(portstr, sizeof portstr, "%d", port);
+    struct addrinfo hints = {.ai_family = AF_UNSPEC, .ai_socktype = SOCK_STREAM, .ai_flags = AI_PASSIVE};
+    struct addrinfo *ai = NULL;
+    int rc = getaddrinfo(host, portstr, &hints, &ai);
+    if (rc != 0) return sh_error_set(SH_EINVAL, "cannot resolve bind address '%s': %s", host, gai_strerror(rc));
+    int fd = socket(ai->ai_family, SOCK_STREAM | SOCK_CLOEXEC, 0);
+    int one = 1, st = SH_OK;
+    if (fd < 0) {
+        st = sh_error_set(SH_EIO, "socket: %s", strerror(errno));
+    } else {
+        setsockopt(fd, SOL_SOCKET, SO_REUSEADDR, &one, sizeof one);
+        if (bind(fd, ai->ai_addr, ai->ai_addrlen) != 0) {
+            if (errno == EADDRINUSE)
+                st = sh_error_set(SH_EFULL, "%s:%d is already in use (another shammah daemon, or "
+                                            "Ollama, which listens on 11434 by default?)", host, port);
+            else
+                st = sh_error_set(SH_EIO, "cannot bind %s:%d: %s", host, port, strerror(errno));
+        } else if (listen(fd, 128) != 0) {
+            st = sh_error_set(SH_EIO, "listen: %s", strerror(errno));
+        }
+    }
+    freeaddrinfo(ai);
+    if (st && fd >= 0) close(fd);
+    if (!st) *fd_out = fd;
+    return st;
+}
+
+int server_run(const server_opts *o) {
+    srv *s = calloc(1, sizeof *s);
+    if (!s) return 1;
+    s->o = *o;
+    s->started = time(NULL);
+    pthread_mutex_init(&s->mu, NULL);
+    int rc = 1, fd = -1;
+    pidfile pf = {.fd = -1};
+    if (metrics_new(&s->met)) goto out;
+
+    /* signals are taken synchronously by this thread: block them before any thread starts */
+    sigset_t sigs;
+    sigemptyset(&sigs);
+    sigaddset(&sigs, SIGINT);
+    sigaddset(&sigs, SIGTERM);
+    pthread_sigmask(SIG_BLOCK, &sigs, NULL);
+    signal(SIGPIPE, SIG_IGN);
+
+    if (listen_on(o->bind_host, o->bind_port, &fd)) {
+        fprintf(stderr, "shammah daemon: %s\n", sh_error_last());
+        goto out;
+    }
+    char pid_path[4096];
+    snprintf(pid_path, sizeof pid_path, "%s/daemon.pid", o->home);
+    pid_t other = 0;
+    if (pidfile_acquire(&pf, pid_path, &other)) {
+        fprintf(stderr, "shammah daemon: %s\n", sh_error_last());
+        goto out;
+    }
+    if (o->model_path && *o->model_path) {
+        const char *base = strrchr(o->model_path, '/');
+        snprintf(s->model_name, sizeof s->model_name, "%s", base ? base + 1 : o->model_path);
+        char *dot = strstr(s->model_name, ".gguf");
+        if (dot && dot[5] == 0) *dot = 0;
+        s->state = MODEL_LOADING;
+        if (pthread_create(&s->loader, NULL, load_model, s) == 0) s->loader_started = 1;
+    } else {
+        snprintf(s->model_name, sizeof s->model_name, "none");
+        s->state = MODEL_NONE;
+    }
+    s->mhd = MHD_start_daemon(MHD_USE_INTERNAL_POLLING_THREAD | MHD_USE_THREAD_PER_CONNECTION,
+                              0, NULL, NULL, on_request, s, MHD_OPTION_LISTEN_SOCKET, fd,
+                              MHD_OPTION_NOTIFY_COMPLETED, on_completed, s,
+                              MHD_OPTION_CONNECTION_LIMIT, (unsigned)SRV_MAX_CONNECTIONS,
+                              MHD_OPTION_CONNECTION_TIMEOUT, (unsigned)600, MHD_OPTION_END);
+    if (!s->mhd) {
+        fprintf(stderr, "shammah daemon: cannot start the HTTP server\n");
+        goto out;
+    }
+    fd = -1; /* MHD owns it now */
+    fprintf(stderr, "shammah daemon: listening on http://%s:%d (pid %d, home %s)\n", o->bind_host,
+            o->bind_port, (int)getpid(), o->home);
+
+    int sig = 0;
+    sigwait(&sigs, &sig);
+    fprintf(stderr, "shammah daemon: %s received, shutting down\n", sig == SIGINT ? "SIGINT" : "SIGTERM");
+    MHD_quiesce_daemon(s->mhd); /* no new connections */
+    if (s->loader_started) pthread_join(s->loader, NULL);
+    s->loader_started = 0;
+    if (s->sc) sched_stop(s->sc); /* in-flight streams get their final event */
+    MHD_stop_daemon(s->mhd);      /* waits for the connection threads */
+    s->mhd = NULL;
+    rc = 0;
+out:
+    if (s->loader_started) pthread_join(s->loader, NULL);
+    if (s->mhd) MHD_stop_daemon(s->mhd);
+    if (fd >= 0) close(fd);
+    sched_free(s->sc);
+    tok_free(s->t);
+    model_free(s->m);
+    metrics_free(s->met);
+    pidfile_release(&pf);
+    pthread_mutex_destroy(&s->mu);
+    free(s);
+    if (rc == 0) fprintf(stderr, "shammah daemon: stopped\n");
+    return rc;
+}

@@ -1,0 +1,27 @@
+/* server.h - the daemon: HTTP API (OpenAI and Anthropic dialects) over the local engine,
+ * with its life cycle (PID file, signals, background model loading). */
+#ifndef SH_SERVER_H
+#define SH_SERVER_H
+
+#include <stddef.h>
+#include <stdint.h>
+
+typedef struct {
+    const char *home;       /* SHAMMAH_HOME (exists) */
+    const char *bind_host;  /* numeric address or "localhost" */
+    int bind_port;
+    const char *model_path; /* NULL or "": no local model (requests get 503) */
+    int threads;            /* 0 = auto */
+    int32_t ctx;            /* requested context; clamped to the model */
+    int kv_type;
+    int parallel;
+    int64_t max_body_bytes;
+    const char *const *api_keys; /* n_api_keys == 0: no authentication */
+    int n_api_keys;
+} server_opts;
+
+/* Runs the daemon in the foreground until SIGINT/SIGTERM. Returns the process exit code
+ * (0 after a clean shutdown). Messages go to stderr (and the log, via the caller). */
+int server_run(const server_opts *o);
+
+#endif

@@ -1,0 +1,158 @@
+#!/bin/sh
+# The real daemon on a free loopback port, with a small model made by the project's generator:
+# raw HTTP with curl (status codes, error formats, SSE bytes), the official openai and
+# @anthropic-ai/sdk clients, and the life cycle (PID file, second daemon, signals).
+set -u
+BUILD=${BUILD:-build}
+SH=$BUILD/shammah
+T=$(mktemp -d)
+export SHAMMAH_HOME="$T/home"
+mkdir -p "$SHAMMAH_HOME"
+pass=0
+fail=0
+DPID=""
+cleanup() {
+    [ -n "$DPID" ] && kill "$DPID" 2>/dev/null && wait "$DPID" 2>/dev/null
+    rm -rf "$T"
+}
+trap cleanup EXIT
+ok() { pass=$((pass + 1)); }
+bad() { fail=$((fail + 1)); echo "FAIL: $*"; }
+check() { # name, condition command...
+    n=$1
+    shift
+    if "$@"; then ok; else bad "$n"; fi
+}
+
+free_port() {
+    node -e "const s=require('net').createServer();s.listen(0,'127.0.0.1',()=>{console.log(s.address().port);s.close()})"
+}
+
+"$SH" model synth --arch qwen2 --type q8_0 --embd 64 --heads 4 --kv-heads 2 --ff 128 --layers 2 \
+    --tie --seed 3 --ctx 4096 --vocab copy:tests/fixtures/vocab/ggml-vocab-qwen2.gguf --out "$T/m.gguf" >/dev/null || exit 1
+
+PORT=$(free_port)
+URL=http://127.0.0.1:$PORT
+"$SH" daemon --bind 127.0.0.1:$PORT -m "$T/m.gguf" -t 2 --ctx 2048 --parallel 4 2>"$T/daemon.log" &
+DPID=$!
+i=0
+until curl -s -o /dev/null -w '%{http_code}' $URL/health 2>/dev/null | grep -q 200; do
+    i=$((i + 1))
+    if [ $i -gt 100 ] || ! kill -0 $DPID 2>/dev/null; then
+        echo "daemon did not become healthy"; cat "$T/daemon.log"; exit 1
+    fi
+    sleep 0.1
+done
+ok
+
+# ---- plain endpoints ----
+check "pid file holds the pid" test "$(cat "$SHAMMAH_HOME/daemon.pid")" = "$DPID"
+code=$(curl -s -o "$T/o" -w '%{http_code}' $URL/v1/models)
+check "/v1/models" grep -q '"object":"list"' "$T/o"
+check "/v1/status" sh -c "curl -s $URL/v1/status | grep -q '\"state\":\"ready\"'"
+check "route header" sh -c "curl -s -D - -o /dev/null $URL/health | grep -qi '^x-shammah-route: local'"
+check "unknown route 404" test "$(curl -s -o /dev/null -w '%{http_code}' $URL/nope)" = 404
+
+# ---- errors in each dialect's format ----
+code=$(curl -s -o "$T/o" -w '%{http_code}' -H 'content-type: application/json' -d '{not json' $URL/v1/chat/completions)
+check "openai malformed json 400" test "$code" = 400
+check "openai error format" grep -q '"error":{' "$T/o"
+code=$(curl -s -o "$T/o" -w '%{http_code}' -H 'content-type: application/json' -d '{"messages":[{"role":"user","content":"hi"}]}' $URL/v1/messages)
+check "anthropic missing max_tokens 400" test "$code" = 400
+check "anthropic error format" grep -q '"type":"error"' "$T/o"
+printf '{"model":"x","messages":[{"role":"user","content":"\377\376"}]}' >"$T/badutf8"
+code=$(curl -s -o /dev/null -w '%{http_code}' -H 'content-type: application/json' --data-binary @"$T/badutf8" $URL/v1/chat/completions)
+check "invalid utf-8 400" test "$code" = 400
+head -c 5000000 /dev/zero | tr '\0' 'a' >"$T/big"
+code=$(curl -s -o "$T/o" -w '%{http_code}' -H 'content-type: application/json' --data-binary @"$T/big" $URL/v1/messages)
+check "oversized body 413" test "$code" = 413
+check "413 in anthropic format" grep -q '"type":"error"' "$T/o"
+code=$(curl -s -o "$T/o" -w '%{http_code}' -H 'content-type: application/json' \
+    -d "{\"model\":\"x\",\"messages\":[{\"role\":\"user\",\"content\":\"$(head -c 30000 /dev/zero | tr '\0' 'z' | sed 's/zzz/zz /g')\"}]}" $URL/v1/chat/completions)
+check "prompt longer than context 400" test "$code" = 400
+check "context error names the counts" grep -q 'context of 2048' "$T/o"
+timeout 5 node -e "const s=require('net').connect($PORT,'127.0.0.1',()=>s.write('GARBAGE\\r\\n\\r\\n'));s.on('data',()=>{});s.setTimeout(1000,()=>s.destroy());s.on('error',()=>{})" >/dev/null 2>&1
+check "alive after garbage" test "$(curl -s -o /dev/null -w '%{http_code}' $URL/health)" = 200
+
+# ---- raw SSE bytes ----
+curl -s -N -H 'content-type: application/json' \
+    -d '{"model":"x","stream":true,"max_tokens":5,"temperature":0,"messages":[{"role":"user","content":"hi"}]}' \
+    $URL/v1/chat/completions >"$T/sse"
+check "openai sse ends with [DONE]" sh -c "tail -c 20 '$T/sse' | grep -q 'data: \[DONE\]'"
+check "openai sse chunks" grep -q '"object":"chat.completion.chunk"' "$T/sse"
+curl -s -N -H 'content-type: application/json' \
+    -d '{"model":"x","stream":true,"max_tokens":5,"temperature":0,"messages":[{"role":"user","content":"hi"}]}' \
+    $URL/v1/messages >"$T/sse"
+order=$(sed -n 's/^event: //p' "$T/sse" | uniq | tr '\n' ' ')
+case "$order" in
+"message_start content_block_start ping content_block_delta content_block_stop message_delta message_stop "|\
+"message_start content_block_start ping content_block_stop message_delta message_stop ") ok ;;
+*) bad "anthropic event order: $order" ;;
+esac
+
+# ---- a client that goes away mid-stream: the generation stops ----
+curl -s -N --max-time 1 -H 'content-type: application/json' \
+    -d '{"model":"x","stream":true,"max_tokens":100000,"messages":[{"role":"user","content":"go on forever"}]}' \
+    $URL/v1/chat/completions >/dev/null 2>&1
+i=0
+while curl -s $URL/v1/status | grep -q '"active_generations":[1-9]'; do
+    i=$((i + 1))
+    [ $i -gt 50 ] && break
+    sleep 0.1
+done
+check "disconnect cancels generation" test $i -le 50
+
+# ---- the official SDKs ----
+if [ -d tests/integration/js/node_modules/openai ] || (cd tests/integration/js && npm ci --no-audit --no-fund >/dev/null 2>&1); then
+    if SHAMMAH_URL=$URL node --test tests/integration/js/sdk.test.mjs >"$T/node.log" 2>&1; then
+        ok
+    else
+        bad "SDK tests"; cat "$T/node.log"
+    fi
+    grep -E '^# (pass|fail)' "$T/node.log"
+else
+    bad "npm ci failed (no SDK tests)"
+fi
+
+# ---- metrics have real values ----
+curl -s $URL/metrics >"$T/metrics"
+check "metrics requests" grep -q 'shammah_requests_total{endpoint="/v1/chat/completions",status="200"}' "$T/metrics"
+check "metrics tokens" sh -c "grep '^shammah_generated_tokens_total' '$T/metrics' | grep -qv ' 0$'"
+check "metrics ttft histogram" grep -q 'shammah_time_to_first_token_seconds_count' "$T/metrics"
+
+# ---- life cycle ----
+out=$("$SH" daemon --bind 127.0.0.1:$(free_port) -m "$T/m.gguf" 2>&1)
+rc=$?
+check "second daemon refused" test $rc -ne 0
+check "second daemon names the pid" sh -c "echo '$out' | grep -q 'pid $DPID'"
+out=$(SHAMMAH_HOME="$T/other" "$SH" daemon --bind 127.0.0.1:$PORT 2>&1)
+check "port in use is named" sh -c "echo '$out' | grep -q 'already in use'"
+kill -TERM $DPID
+i=0
+while kill -0 $DPID 2>/dev/null; do
+    i=$((i + 1))
+    [ $i -gt 50 ] && break
+    sleep 0.1
+done
+wait $DPID
+rc=$?
+DPID=""
+check "SIGTERM exits 0 within 5 s" test $rc -eq 0 -a $i -le 50
+check "pid file removed" test ! -e "$SHAMMAH_HOME/daemon.pid"
+echo 99999 >"$SHAMMAH_HOME/daemon.pid"
+PORT=$(free_port)
+"$SH" daemon --bind 127.0.0.1:$PORT 2>>"$T/daemon.log" &
+DPID=$!
+i=0
+until curl -s -o /dev/null $URL/health 2>/dev/null || [ $i -gt 50 ]; do i=$((i + 1)); sleep 0.1; URL=http://127.0.0.1:$PORT; done
+check "stale pid file replaced" test "$(cat "$SHAMMAH_HOME/daemon.pid" 2>/dev/null)" = "$DPID"
+check "no model: health 503" test "$(curl -s -o /dev/null -w '%{http_code}' $URL/health)" = 503
+code=$(curl -s -o "$T/o" -w '%{http_code}' -H 'content-type: application/json' -d '{"model":"x","max_tokens":5,"messages":[{"role":"user","content":"hi"}]}' $URL/v1/messages)
+check "no model: 503 in dialect" test "$code" = 503
+kill -INT $DPID
+wait $DPID
+check "SIGINT exits 0" test $? -eq 0
+DPID=""
+
+echo "daemon: $pass passed, $fail failed"
+[ $fail -eq 0 ]
