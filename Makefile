@@ -23,7 +23,7 @@ TEST_BIN := $(TEST_SRC:tests/unit/%.c=$(BUILD)/tests/%)
 DEB_PKGS := build-essential pkg-config libpcre2-dev libjansson-dev libcmocka-dev \
             libmicrohttpd-dev libcurl4-openssl-dev libedit-dev libsqlite3-dev curl
 
-.PHONY: all test unit asan deps clean check-reference bench fixtures format
+.PHONY: all test unit asan deps clean check-reference bench fixtures format run
 
 all: $(BUILD)/shammah
 
@@ -73,3 +73,8 @@ clean:
 # Speed against llama.cpp (alternating runs, medians, ratios); see bench/run.sh for settings.
 bench: $(BUILD)/shammah
 	SHAMMAH=$(BUILD)/shammah sh bench/run.sh
+
+# The daemon in the foreground. MODEL=path.gguf until the embedded default model exists;
+# honours SHAMMAH_HOME and SHAMMAH_HOST (and config.toml).
+run: $(BUILD)/shammah
+	$(BUILD)/shammah daemon $(if $(MODEL),-m $(MODEL))
