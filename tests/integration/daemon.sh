@@ -127,7 +127,15 @@ check "second daemon refused" test $rc -ne 0
 check "second daemon names the pid" sh -c "echo '$out' | grep -q 'pid $DPID'"
 out=$(SHAMMAH_HOME="$T/other" "$SH" daemon --bind 127.0.0.1:$PORT 2>&1)
 check "port in use is named" sh -c "echo '$out' | grep -q 'already in use'"
+# a stream in flight when SIGTERM arrives gets a final event
+curl -s -N -H 'content-type: application/json' \
+    -d '{"model":"x","stream":true,"max_tokens":100000,"messages":[{"role":"user","content":"go on forever"}]}' \
+    $URL/v1/messages >"$T/term.sse" 2>/dev/null &
+CPID=$!
+sleep 1
 kill -TERM $DPID
+wait $CPID
+check "stream ended with a final event on SIGTERM" sh -c "tail -3 '$T/term.sse' | grep -q '^event: error'"
 i=0
 while kill -0 $DPID 2>/dev/null; do
     i=$((i + 1))

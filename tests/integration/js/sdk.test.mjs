@@ -43,6 +43,14 @@ test('openai: same seed, same answer', async () => {
   assert.equal(a.choices[0].message.content, b.choices[0].message.content);
 });
 
+test('openai: concurrent requests are batched and answer as they would alone', async () => {
+  const req = (i) => ({ model: 'local', messages: [{ role: 'user', content: `Question number ${i}` }], max_tokens: 12, temperature: 0.7, seed: 7 + i });
+  const alone = [];
+  for (let i = 0; i < 4; i++) alone.push((await openai.chat.completions.create(req(i))).choices[0].message.content);
+  const together = await Promise.all([0, 1, 2, 3].map((i) => openai.chat.completions.create(req(i))));
+  together.forEach((r, i) => assert.equal(r.choices[0].message.content, alone[i]));
+});
+
 test('openai: streaming with include_usage', async () => {
   const stream = await openai.chat.completions.create({
     model: 'local', messages: [{ role: 'user', content: 'Count to five' }], max_tokens: 10,
