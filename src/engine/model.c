@@ -20,6 +20,10 @@
 #define MODEL_UBATCH 64
 /* Rows whose logits are computed together at the end of a chunk. */
 #define MODEL_LOGIT_ROWS 16
+/* Attention: query rows of one sequence handled together, and keys converted per block, so
+ * an F16 cache is converted once per block for ATT_ROWS rows x all heads sharing a KV head. */
+#define ATT_ROWS 4
+#define ATT_KEYS 64
 #define MODEL_MAX_LAYERS 512
 #define MODEL_MAX_DIM (1 << 20)
 
@@ -298,8 +302,12 @@ struct model_ws {
     float *v;        /* (UBATCH, n_head_kv * head_dim_v) */
     float *att_out;  /* (UBATCH, n_head * head_dim_v) */
     float *hb, *hb2; /* (UBATCH, n_ff) */
-    float *scores;   /* (n_threads, max_ctx) */
-    float *tmp;      /* (n_threads, 2 * max(head_dim, head_dim_v)) query and K/V row in F32 */
+    float *scores;   /* (n_threads, ATT_ROWS * group, max_ctx) attention weights */
+    float *tmp;      /* (n_threads, ATT_ROWS * group * head_dim + ATT_KEYS * hmax) queries and
+                        a block of keys or values in F32 */
+    size_t tmp_per_thread;
+    /* attention tasks of the current chunk: (kv head, first row, rows) of one sequence */
+    int32_t *att_tasks; /* (UBATCH * n_head_kv, 3) */
     uint8_t *act;    /* (UBATCH, act_stride) activations in the dot-product type */
     size_t act_stride;
     float *rope_cos, *rope_sin; /* (UBATCH, rope_dim / 2) */
@@ -401,8 +409,11 @@ int model_ws_new(model_ws **out, const model *m, int n_threads, int32_t max_ctx)
     w->att_out = xcalloc(B * OD, sizeof(float), &st);
     w->hb = xcalloc(B * (size_t)hp->n_ff, sizeof(float), &st);
     w->hb2 = xcalloc(B * (size_t)hp->n_ff, sizeof(float), &st);
-    w->scores = xcalloc((size_t)n_threads * (size_t)max_ctx, sizeof(float), &st);
-    w->tmp = xcalloc((size_t)n_threads * 2 * hmax, sizeof(float), &st);
+    size_t group = (size_t)(hp->n_head / hp->n_head_kv);
+    w->scores = xcalloc((size_t)n_threads * ATT_ROWS * group, (size_t)max_ctx * sizeof(float), &st);
+    w->tmp_per_thread = ATT_ROWS * group * (size_t)hp->head_dim + ATT_KEYS * hmax;
+    w->tmp = xcalloc((size_t)n_threads * w->tmp_per_thread, sizeof(float), &st);
+    w->att_tasks = xcalloc(B * (size_t)hp->n_head_kv * 3, sizeof(int32_t), &st);
     w->rope_cos = xcalloc(B * (size_t)hp->rope_dim / 2, sizeof(float), &st);
     w->rope_sin = xcalloc(B * (size_t)hp->rope_dim / 2, sizeof(float), &st);
     w->logits = xcalloc((size_t)MODEL_LOGIT_ROWS * (size_t)hp->n_vocab, sizeof(float), &st);
@@ -435,6 +446,7 @@ void model_ws_free(model_ws *w) {
     free(w->hb2);
     free(w->scores);
     free(w->tmp);
+    free(w->att_tasks);
     free(w->rope_cos);
     free(w->rope_sin);
     free(w->logits);
@@ -515,10 +527,17 @@ static float round_f16(float f) {
     return qt_f16_to_f32(qt_f32_to_f16(f));
 }
 
-/* a cached row of n elements as F32: the cache itself, or converted into tmp */
-static const float *kv_row(const model_seq *s, const uint8_t *base, int64_t n, float *tmp) {
-    if (s->kv_type == KV_F32) return (const float *)base;
-    qt_f16_to_f32_row((const uint16_t *)base, tmp, n);
+/* n_rows cached rows of n elements, row_stride elements apart, as F32: the cache itself
+ * when it is F32 (returned with stride row_stride), else converted into tmp (stride n). */
+static const float *kv_block(const model_seq *s, const uint8_t *base, int64_t n, int64_t n_rows,
+                             size_t row_stride, float *tmp, size_t *stride) {
+    if (s->kv_type == KV_F32) {
+        *stride = row_stride;
+        return (const float *)base;
+    }
+    for (int64_t r = 0; r < n_rows; r++)
+        qt_f16_to_f32_row((const uint16_t *)base + (size_t)r * row_stride, tmp + (size_t)r * n, n);
+    *stride = (size_t)n;
     return tmp;
 }
 
@@ -534,48 +553,109 @@ typedef struct {
     int layer;
 } attn_job;
 
-/* items are (row, head) pairs; each row attends to its own sequence's positions 0..pos */
-static void attn_items(void *arg, int64_t i0, int64_t i1, int ith) {
-    const attn_job *j = arg;
-    model_ws *w = j->w;
+/* One task: rows [r0, r0 + nr) of one sequence (consecutive positions) against KV head kvh,
+ * for the `group` query heads that share it. Scores are computed block of keys by block of
+ * keys, then normalised per (row, head) exactly as before, then values are accumulated block
+ * by block: each cached block is converted once for the whole task. */
+static void attn_task(model_ws *w, int layer, int kvh, int32_t r0, int32_t nr, int ith) {
     const model_hparams *hp = &w->m->hp;
     int hd = hp->head_dim, hdv = hp->head_dim_v, group = hp->n_head / hp->n_head_kv;
     size_t KD = (size_t)hp->n_head_kv * hd, VD = (size_t)hp->n_head_kv * hdv;
-    int hmax = hd > hdv ? hd : hdv;
-    float *sc = w->scores + (size_t)ith * w->max_ctx;
-    float *qv = w->tmp + (size_t)ith * 2 * hmax, *row = qv + hmax;
+    const model_seq *s = w->row_seq[r0];
+    size_t es = s->kv_elem;
+    const uint8_t *kc = s->k_cache + (size_t)layer * s->n_ctx * KD * es + (size_t)kvh * hd * es;
+    const uint8_t *vc = s->v_cache + (size_t)layer * s->n_ctx * VD * es + (size_t)kvh * hdv * es;
+    float *sc = w->scores + (size_t)ith * ATT_ROWS * group * w->max_ctx;
+    float *qv = w->tmp + (size_t)ith * w->tmp_per_thread;
+    float *blk = qv + (size_t)ATT_ROWS * group * hd;
     float scale = 1.0f / sqrtf((float)hd);
-    for (int64_t it = i0; it < i1; it++) {
-        int32_t t = (int32_t)(it / hp->n_head);
-        int h = (int)(it % hp->n_head), kvh = h / group;
-        const model_seq *s = w->row_seq[t];
-        int32_t n_keys = w->row_pos[t] + 1;
-        size_t es = s->kv_elem;
-        const uint8_t *kc = s->k_cache + (size_t)j->layer * s->n_ctx * KD * es + (size_t)kvh * hd * es;
-        const uint8_t *vc = s->v_cache + (size_t)j->layer * s->n_ctx * VD * es + (size_t)kvh * hdv * es;
-        const float *q = w->q + (size_t)t * hp->n_head * hd + (size_t)h * hd;
-        /* with an F16 cache ggml rounds the query to F16 for the F16 x F32 product */
-        for (int d = 0; d < hd; d++) qv[d] = s->kv_type == KV_F16 ? round_f16(q[d]) : q[d];
-        float mx = -INFINITY;
-        for (int32_t p = 0; p < n_keys; p++) {
-            float v = qt_dot_f32(qv, kv_row(s, kc + (size_t)p * KD * es, hd, row), hd) * scale;
-            sc[p] = v;
-            if (v > mx) mx = v;
+    int32_t n_keys_max = w->row_pos[r0 + nr - 1] + 1;
+
+    /* queries; with an F16 cache ggml rounds them to F16 for the F16 x F32 product */
+    for (int32_t r = 0; r < nr; r++)
+        for (int g = 0; g < group; g++) {
+            const float *q = w->q + (size_t)(r0 + r) * hp->n_head * hd + (size_t)(kvh * group + g) * hd;
+            float *d = qv + ((size_t)r * group + g) * hd;
+            for (int i = 0; i < hd; i++) d[i] = s->kv_type == KV_F16 ? round_f16(q[i]) : q[i];
         }
-        double sum = 0;
-        for (int32_t p = 0; p < n_keys; p++) {
-            sc[p] = expf(sc[p] - mx);
-            sum += sc[p];
-        }
-        float inv = (float)(1.0 / sum);
-        float *o = w->att_out + (size_t)t * hp->n_head * hdv + (size_t)h * hdv;
-        memset(o, 0, sizeof(float) * (size_t)hdv);
-        for (int32_t p = 0; p < n_keys; p++) {
-            float pw = sc[p] * inv;
-            if (s->kv_type == KV_F16) pw = round_f16(pw); /* ggml: F16 V x F32 weights */
-            qt_axpy_f32(o, pw, kv_row(s, vc + (size_t)p * VD * es, hdv, row), hdv);
+    for (int32_t p0 = 0; p0 < n_keys_max; p0 += ATT_KEYS) {
+        int32_t np = n_keys_max - p0 < ATT_KEYS ? n_keys_max - p0 : ATT_KEYS;
+        size_t stride;
+        const float *kb = kv_block(s, kc + (size_t)p0 * KD * es, hd, np, KD, blk, &stride);
+        for (int32_t r = 0; r < nr; r++) {
+            int32_t n_keys = w->row_pos[r0 + r] + 1;
+            int32_t lim = n_keys - p0 < np ? n_keys - p0 : np;
+            for (int g = 0; g < group; g++) {
+                const float *q = qv + ((size_t)r * group + g) * hd;
+                float *row = sc + ((size_t)r * group + g) * w->max_ctx + p0;
+                for (int32_t p = 0; p < lim; p++) row[p] = qt_dot_f32(q, kb + (size_t)p * stride, hd) * scale;
+            }
         }
     }
+    for (int32_t r = 0; r < nr; r++) {
+        int32_t n_keys = w->row_pos[r0 + r] + 1;
+        for (int g = 0; g < group; g++) {
+            float *row = sc + ((size_t)r * group + g) * w->max_ctx;
+            float mx = -INFINITY;
+            for (int32_t p = 0; p < n_keys; p++)
+                if (row[p] > mx) mx = row[p];
+            double sum = 0;
+            for (int32_t p = 0; p < n_keys; p++) {
+                row[p] = expf(row[p] - mx);
+                sum += row[p];
+            }
+            float inv = (float)(1.0 / sum);
+            for (int32_t p = 0; p < n_keys; p++) {
+                row[p] *= inv;
+                if (s->kv_type == KV_F16) row[p] = round_f16(row[p]); /* ggml: F16 V x F32 weights */
+            }
+            float *o = w->att_out + (size_t)(r0 + r) * hp->n_head * hdv + (size_t)(kvh * group + g) * hdv;
+            memset(o, 0, sizeof(float) * (size_t)hdv);
+        }
+    }
+    for (int32_t p0 = 0; p0 < n_keys_max; p0 += ATT_KEYS) {
+        int32_t np = n_keys_max - p0 < ATT_KEYS ? n_keys_max - p0 : ATT_KEYS;
+        size_t stride;
+        const float *vb = kv_block(s, vc + (size_t)p0 * VD * es, hdv, np, VD, blk, &stride);
+        for (int32_t r = 0; r < nr; r++) {
+            int32_t n_keys = w->row_pos[r0 + r] + 1;
+            int32_t lim = n_keys - p0 < np ? n_keys - p0 : np;
+            for (int g = 0; g < group; g++) {
+                const float *row = sc + ((size_t)r * group + g) * w->max_ctx + p0;
+                float *o = w->att_out + (size_t)(r0 + r) * hp->n_head * hdv + (size_t)(kvh * group + g) * hdv;
+                for (int32_t p = 0; p < lim; p++) qt_axpy_f32(o, row[p], vb + (size_t)p * stride, hdv);
+            }
+        }
+    }
+}
+
+static void attn_tasks(void *arg, int64_t i0, int64_t i1, int ith) {
+    const attn_job *j = arg;
+    for (int64_t i = i0; i < i1; i++) {
+        const int32_t *t = j->w->att_tasks + 3 * i;
+        attn_task(j->w, j->layer, t[0], t[1], t[2], ith);
+    }
+}
+
+/* Splits the chunk's rows into tasks: runs of consecutive rows of one sequence, at most
+ * ATT_ROWS long, times KV heads. Returns the number of tasks. */
+static int64_t plan_attention(model_ws *w, int32_t n_rows) {
+    const model_hparams *hp = &w->m->hp;
+    int64_t n = 0;
+    for (int32_t r = 0; r < n_rows;) {
+        int32_t e = r + 1;
+        while (e < n_rows && e - r < ATT_ROWS && w->row_seq[e] == w->row_seq[r] &&
+               w->row_pos[e] == w->row_pos[e - 1] + 1)
+            e++;
+        for (int h = 0; h < hp->n_head_kv; h++) {
+            w->att_tasks[3 * n] = h;
+            w->att_tasks[3 * n + 1] = r;
+            w->att_tasks[3 * n + 2] = e - r;
+            n++;
+        }
+        r = e;
+    }
+    return n;
 }
 
 static float silu(float x) {
@@ -595,6 +675,7 @@ static void eval_rows(model_ws *w, const int32_t *tokens, int32_t n_rows) {
                        (const uint8_t *)m->tok_embd.data + (size_t)tokens[t] * m->tok_embd.row_bytes,
                        w->x + t * E, E);
     rope_tables(w, n_rows);
+    int64_t n_tasks = plan_attention(w, n_rows);
 
     for (int l = 0; l < hp->n_layer; l++) {
         const layer *L = &m->layers[l];
@@ -625,7 +706,7 @@ static void eval_rows(model_ws *w, const int32_t *tokens, int32_t n_rows) {
             kv_put(s, s->v_cache + cell * VD * s->kv_elem, w->v + t * VD, (size_t)VD);
         }
         attn_job aj = {w, l};
-        pool_run(w->pool, attn_items, &aj, (int64_t)n_rows * hp->n_head, 1);
+        pool_run(w->pool, attn_tasks, &aj, n_tasks, 1);
         matmul(w, &L->wo, w->att_out, w->xb2, E, n_rows);
         for (int64_t i = 0; i < n_rows * E; i++) w->x[i] += w->xb2[i];
 
