@@ -3,7 +3,7 @@
 
 CC      ?= gcc
 BUILD   ?= build
-PKGS    := libpcre2-8 jansson libmicrohttpd
+PKGS    := libpcre2-8 jansson libmicrohttpd sqlite3
 OPT     ?= -O2
 ARCHFLAGS ?= -march=x86-64-v2
 CFLAGS_BASE := -std=c11 -D_GNU_SOURCE -Wall -Wextra -Werror -Wno-unused-parameter -g -Isrc \

@@ -86,7 +86,9 @@ int cmd_daemon(int argc, char **argv) {
                      .parallel = parallel > 0 ? (int)parallel : cfg.backend.parallel,
                      .max_body_bytes = cfg.server.max_body_bytes,
                      .api_keys = cfg.server.api_keys,
-                     .n_api_keys = cfg.server.n_api_keys};
+                     .n_api_keys = cfg.server.n_api_keys,
+                     .max_sessions = cfg.server.max_sessions,
+                     .session_idle_minutes = cfg.server.session_idle_minutes};
     if (!*model) fprintf(stderr, "shammah daemon: no model configured: requests will get 503\n");
     int rc = server_run(&o);
     config_free(&cfg);

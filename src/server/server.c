@@ -33,6 +33,7 @@
 #include "server/metrics.h"
 #include "server/pidfile.h"
 #include "server/sched.h"
+#include "server/sessions.h"
 
 #define SRV_VERSION "0.1.0"
 #define SRV_KEEPALIVE_MS 10000 /* a comment/ping when a stream has been quiet this long */
@@ -59,6 +60,7 @@ typedef struct {
     pthread_t loader;
     int loader_started;
     atomic_uint_fast64_t ids;
+    sessions *sess;
 } srv;
 
 /* ---- per-request state ---- */
@@ -227,6 +229,11 @@ typedef struct {
     int finished;
     double t_start, t_last;
     int64_t n_tokens;
+    /* a session turn to store when the answer is complete */
+    char *session_id;
+    char *session_prefix; /* JSON array: trimmed history (when put) and the new messages */
+    int64_t session_expect; /* message count for sessions_append_at, or -1: replace (put) */
+    conv_accum answer;
 } gen;
 
 static double now_s(void) {
@@ -261,10 +268,54 @@ static void enc_anthropic_free(void *e) {
 
 static void gen_free(gen *g) {
     if (!g) return;
+    free(g->session_id);
+    free(g->session_prefix);
+    conv_accum_free(&g->answer);
     if (g->job) sched_job_release(g->job);
     if (g->enc) g->enc_free(g->enc);
     conv_buf_free(&g->out);
     free(g);
+}
+
+/* The new messages and the reply become part of the session (a failure is logged: the client
+ * already has its answer). */
+static void session_store(gen *g) {
+    json_t *arr = json_loads(g->session_prefix, 0, NULL), *content = json_array();
+    for (int i = 0; arr && i < g->answer.n_blocks; i++) {
+        const conv_accum_block *b = &g->answer.blocks[i];
+        const char *text = b->text.p ? b->text.p : "";
+        if (b->kind == CONV_TEXT) {
+            if (*text) json_array_append_new(content, json_pack("{s:s,s:s}", "type", "text", "text", text));
+        } else {
+            json_t *input = json_loads(*text ? text : "{}", 0, NULL);
+            if (!json_is_object(input)) {
+                json_decref(input);
+                input = json_object();
+            }
+            json_array_append_new(content, json_pack("{s:s,s:s,s:s,s:o}", "type", "tool_use", "id",
+                                                     b->id ? b->id : "", "name", b->name ? b->name : "",
+                                                     "input", input));
+        }
+    }
+    if (json_array_size(content) == 0)
+        json_array_append_new(content, json_pack("{s:s,s:s}", "type", "text", "text", ""));
+    int st = SH_ENOMEM;
+    if (arr) {
+        json_array_append_new(arr, json_pack("{s:s,s:o}", "role", "assistant", "content", content));
+        content = NULL;
+        char *text = json_dumps(arr, JSON_COMPACT);
+        if (text) {
+            st = g->session_expect >= 0
+                     ? sessions_append_at(g->s->sess, g->session_id, g->session_expect, text)
+                     : sessions_put_history(g->s->sess, g->session_id, text);
+            free(text);
+        }
+    }
+    json_decref(content);
+    json_decref(arr);
+    if (st)
+        fprintf(stderr, "shammah daemon: session %s: the turn was not stored: %s\n", g->session_id,
+                st == SH_ECANCELED ? "another request changed the session meanwhile" : sh_error_last());
 }
 
 /* Feeds one event to the encoder and the metrics. Returns 1 when it was the last. */
@@ -281,6 +332,8 @@ static int gen_event(gen *g, const sched_event *se) {
         metrics_tokens(g->s->met, ev->usage.prompt_tokens, ev->usage.completion_tokens,
                        ev->usage.cached_tokens);
     g->enc_event(g->enc, ev);
+    if (g->session_id) conv_accum_event(&g->answer, ev);
+    if (ev->kind == CONV_EV_STOP && g->session_id) session_store(g);
     if (ev->kind == CONV_EV_STOP || ev->kind == CONV_EV_ERROR) {
         g->enc_finish(g->enc);
         g->finished = 1;
@@ -338,8 +391,14 @@ static char *new_id(srv *s, const char *prefix) {
     return id;
 }
 
+typedef struct {
+    const char *id;
+    char *prefix; /* owned until handed to the gen */
+    int64_t expect;
+} session_turn;
+
 static enum MHD_Result generate(srv *s, struct MHD_Connection *c, req_ctx *rc, int dialect,
-                                conv_request *req) {
+                                conv_request *req, session_turn *turn) {
     local_req lr;
     int st = local_prepare(&s->lm, req, &lr);
     if (st) {
@@ -365,6 +424,13 @@ static enum MHD_Result generate(srv *s, struct MHD_Connection *c, req_ctx *rc, i
     g->s = s;
     g->dialect = dialect;
     g->t_start = now_s();
+    conv_accum_init(&g->answer);
+    if (turn && turn->id) {
+        g->session_id = strdup(turn->id);
+        g->session_prefix = turn->prefix;
+        turn->prefix = NULL;
+        g->session_expect = turn->expect;
+    }
     conv_buf_init(&g->out, SRV_OUTPUT_MAX);
     char *id = new_id(s, dialect == DIALECT_ANTHROPIC ? "msg_"
                          : req->api == CONV_API_COMPLETION ? "cmpl-"
@@ -440,6 +506,124 @@ static enum MHD_Result generate(srv *s, struct MHD_Connection *c, req_ctx *rc, i
     return ret;
 }
 
+/* ---- sessions ---- */
+
+/* "session_id" continues a stored conversation: its history goes before the request's
+ * messages. Trimming rule: when history + request does not fit in the context with room for
+ * min(max_tokens, 1/4 of the context) generated tokens, the oldest turns are dropped (whole
+ * user/assistant turns, never a tool_use without its tool_result) until it does. */
+static enum MHD_Result generate_in_session(srv *s, struct MHD_Connection *c, req_ctx *rc,
+                                           conv_request *req) {
+    const char *id = req->session_id;
+    char *hist_text = NULL;
+    int64_t n_hist = 0, *cuts = NULL, n_cuts = 0;
+    json_t *body = NULL, *hist = NULL;
+    session_turn turn = {.id = id, .prefix = NULL, .expect = 0};
+    conv_request merged;
+    conv_request_zero(&merged);
+    proto_error err;
+    memset(&err, 0, sizeof err);
+    enum MHD_Result ret;
+    if (!sessions_id_valid(id)) {
+        ret = send_errorf(c, rc, DIALECT_ANTHROPIC, CONV_ERR_INVALID, "session_id",
+                          "session_id must be 1..128 characters of A-Z a-z 0-9 . _ : -");
+        goto out;
+    }
+    int st = sessions_get_history(s->sess, id, &hist_text, &n_hist);
+    if (st == SH_ENOTFOUND) {
+        n_hist = 0;
+    } else if (st) {
+        ret = send_errorf(c, rc, DIALECT_ANTHROPIC, CONV_ERR_INTERNAL, NULL, "session store: %s", sh_error_last());
+        goto out;
+    }
+    body = json_loadb(rc->body, rc->len, 0, NULL);
+    hist = hist_text ? json_loads(hist_text, 0, NULL) : json_array();
+    json_t *msgs = body ? json_object_get(body, "messages") : NULL;
+    if (!json_is_array(msgs) || !json_is_array(hist)) {
+        ret = send_errorf(c, rc, DIALECT_ANTHROPIC, CONV_ERR_INTERNAL, NULL, "session history unreadable");
+        goto out;
+    }
+    if (hist_text && sessions_cut_points(hist_text, &cuts, &n_cuts)) n_cuts = 0;
+    /* a request answering tool calls needs the turn that made them */
+    json_t *first = json_array_get(msgs, 0);
+    json_t *fc = first ? json_object_get(first, "content") : NULL;
+    int answers_tools = 0;
+    for (size_t i = 0; json_is_array(fc) && i < json_array_size(fc); i++) {
+        const char *ty = json_string_value(json_object_get(json_array_get(fc, i), "type"));
+        answers_tools |= ty && !strcmp(ty, "tool_result");
+    }
+    if (answers_tools && n_cuts > 0) n_cuts--;
+    int64_t reserve = req->max_tokens > 0 ? req->max_tokens : 256;
+    if (reserve > s->n_ctx / 4) reserve = s->n_ctx / 4;
+    json_t *orig_msgs = json_incref(msgs);
+    for (int64_t k = 0;; k++) {
+        int64_t drop = k == 0 ? 0 : cuts[k - 1];
+        json_t *all = json_array();
+        for (size_t i = (size_t)drop; i < json_array_size(hist); i++)
+            json_array_append(all, json_array_get(hist, i));
+        json_array_extend(all, orig_msgs);
+        json_object_set_new(body, "messages", all);
+        char *text = json_dumps(body, JSON_COMPACT);
+        conv_request_free(&merged);
+        conv_request_zero(&merged);
+        st = text ? anthropic_decode_messages(text, strlen(text), &merged, &err) : SH_ENOMEM;
+        free(text);
+        if (st) {
+            json_decref(orig_msgs);
+            ret = send_error(c, rc, DIALECT_ANTHROPIC, &err);
+            goto out;
+        }
+        int64_t n = 0;
+        if (local_count_tokens(&s->lm, &merged, &n) == SH_OK && n + reserve > s->n_ctx && k < n_cuts)
+            continue;
+        /* what is stored after the answer: the kept history (when trimmed) and the new turn */
+        json_t *prefix = json_array();
+        if (drop > 0)
+            for (size_t i = (size_t)drop; i < json_array_size(hist); i++)
+                json_array_append(prefix, json_array_get(hist, i));
+        json_array_extend(prefix, orig_msgs);
+        turn.prefix = json_dumps(prefix, JSON_COMPACT);
+        turn.expect = drop > 0 ? -1 : n_hist;
+        json_decref(prefix);
+        break;
+    }
+    json_decref(orig_msgs);
+    ret = generate(s, c, rc, DIALECT_ANTHROPIC, &merged, &turn);
+out:
+    free(turn.prefix);
+    free(cuts);
+    free(hist_text);
+    json_decref(body);
+    json_decref(hist);
+    conv_request_free(&merged);
+    return ret;
+}
+
+static enum MHD_Result route_session(srv *s, struct MHD_Connection *c, req_ctx *rc,
+                                     const char *method, const char *id) {
+    if (!sessions_id_valid(id))
+        return send_errorf(c, rc, DIALECT_ANTHROPIC, CONV_ERR_NOT_FOUND, NULL, "session '%.128s' not found", id);
+    if (!strcmp(method, "GET")) {
+        session_info si;
+        int st = sessions_info(s->sess, id, &si);
+        if (st == SH_ENOTFOUND)
+            return send_errorf(c, rc, DIALECT_ANTHROPIC, CONV_ERR_NOT_FOUND, NULL, "session '%s' not found", id);
+        if (st) return send_errorf(c, rc, DIALECT_ANTHROPIC, CONV_ERR_INTERNAL, NULL, "%s", sh_error_last());
+        return send_json(c, rc, 200,
+                         json_pack("{s:s,s:I,s:I,s:I}", "id", si.id, "created_at", (json_int_t)si.created_at,
+                                   "last_activity", (json_int_t)si.last_activity, "message_count",
+                                   (json_int_t)si.message_count));
+    }
+    if (!strcmp(method, "DELETE")) {
+        int st = sessions_delete(s->sess, id);
+        if (st == SH_ENOTFOUND)
+            return send_errorf(c, rc, DIALECT_ANTHROPIC, CONV_ERR_NOT_FOUND, NULL, "session '%s' not found", id);
+        if (st) return send_errorf(c, rc, DIALECT_ANTHROPIC, CONV_ERR_INTERNAL, NULL, "%s", sh_error_last());
+        return send_buf(c, rc, 204, "application/json", "", 0);
+    }
+    return send_errorf(c, rc, DIALECT_ANTHROPIC, CONV_ERR_INVALID, NULL, "/v1/session/:id takes GET or DELETE");
+}
+
 /* ---- routes ---- */
 
 static enum MHD_Result route_generate(srv *s, struct MHD_Connection *c, req_ctx *rc,
@@ -470,8 +654,10 @@ static enum MHD_Result route_generate(srv *s, struct MHD_Connection *c, req_ctx 
         st = local_count_tokens(&s->lm, &req, &n);
         ret = st ? send_errorf(c, rc, dialect, CONV_ERR_INVALID, NULL, "%s", sh_error_last())
                  : send_json(c, rc, 200, json_pack("{s:I}", "input_tokens", (json_int_t)n));
+    } else if (req.session_id && dialect == DIALECT_ANTHROPIC) {
+        ret = generate_in_session(s, c, rc, &req);
     } else {
-        ret = generate(s, c, rc, dialect, &req);
+        ret = generate(s, c, rc, dialect, &req, NULL);
     }
     conv_request_free(&req);
     return ret;
@@ -540,7 +726,7 @@ static enum MHD_Result route_get(srv *s, struct MHD_Connection *c, req_ctx *rc, 
             (json_int_t)ss.queued, "active_generations", (json_int_t)ss.active, "active_streams",
             (json_int_t)metrics_active_streams(s->met), "tokens", "prompt",
             (json_int_t)ss.prompt_tokens, "generated", (json_int_t)ss.generated_tokens, "cached",
-            (json_int_t)ss.cached_tokens, "sessions", "active", 0);
+            (json_int_t)ss.cached_tokens, "sessions", "active", (int)sessions_count(s->sess));
         return send_json(c, rc, 200, j);
     }
     return send_errorf(c, rc, DIALECT_OPENAI, CONV_ERR_NOT_FOUND, NULL, "no route for GET %s", url);
@@ -607,9 +793,7 @@ static enum MHD_Result on_request(void *cls, struct MHD_Connection *c, const cha
             return send_errorf(c, rc, dialect, CONV_ERR_INVALID, NULL, "%s takes GET, not %s", url, method);
         return route_get(s, c, rc, url);
     }
-    if (!strncmp(url, "/v1/session/", 12))
-        return send_errorf(c, rc, DIALECT_ANTHROPIC, CONV_ERR_NOT_FOUND, NULL,
-                           "session '%s' not found", url + 12);
+    if (!strncmp(url, "/v1/session/", 12)) return route_session(s, c, rc, method, url + 12);
     return send_errorf(c, rc, dialect, CONV_ERR_NOT_FOUND, NULL, "no route for %s %s", method, url);
 }
 
@@ -685,6 +869,14 @@ int server_run(const server_opts *o) {
         fprintf(stderr, "shammah daemon: %s\n", sh_error_last());
         goto out;
     }
+    char db_path[4096];
+    snprintf(db_path, sizeof db_path, "%s/shammah.db", o->home);
+    if (sessions_open(&s->sess, db_path, o->max_sessions > 0 ? o->max_sessions : 100,
+                      o->session_idle_minutes > 0 ? o->session_idle_minutes : 60)) {
+        fprintf(stderr, "shammah daemon: %s: %s\n", db_path, sh_error_last());
+        goto out;
+    }
+    sessions_purge(s->sess);
     if (o->model_path && *o->model_path) {
         const char *base = strrchr(o->model_path, '/');
         snprintf(s->model_name, sizeof s->model_name, "%s", base ? base + 1 : o->model_path);
@@ -709,8 +901,14 @@ int server_run(const server_opts *o) {
     fprintf(stderr, "shammah daemon: listening on http://%s:%d (pid %d, home %s)\n", o->bind_host,
             o->bind_port, (int)getpid(), o->home);
 
+    /* wait for a signal, expiring idle sessions once a minute meanwhile */
     int sig = 0;
-    sigwait(&sigs, &sig);
+    for (;;) {
+        struct timespec ts = {60, 0};
+        sig = sigtimedwait(&sigs, NULL, &ts);
+        if (sig == SIGINT || sig == SIGTERM) break;
+        sessions_purge(s->sess);
+    }
     fprintf(stderr, "shammah daemon: %s received, shutting down\n", sig == SIGINT ? "SIGINT" : "SIGTERM");
     MHD_quiesce_daemon(s->mhd); /* no new connections */
     if (s->loader_started) pthread_join(s->loader, NULL);
@@ -727,6 +925,7 @@ out:
     tok_free(s->t);
     model_free(s->m);
     metrics_free(s->met);
+    sessions_close(s->sess);
     pidfile_release(&pf);
     pthread_mutex_destroy(&s->mu);
     free(s);

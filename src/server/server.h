@@ -18,6 +18,8 @@ typedef struct {
     int64_t max_body_bytes;
     const char *const *api_keys; /* n_api_keys == 0: no authentication */
     int n_api_keys;
+    int max_sessions;         /* sessions kept (LRU beyond) */
+    int session_idle_minutes; /* idle sessions expire */
 } server_opts;
 
 /* Runs the daemon in the foreground until SIGINT/SIGTERM. Returns the process exit code

@@ -114,6 +114,24 @@ else
     bad "npm ci failed (no SDK tests)"
 fi
 
+# ---- sessions ----
+turn() { # session, text -> response body in $T/turn
+    curl -s -o "$T/turn" -w '%{http_code}' -H 'content-type: application/json' \
+        -d "{\"model\":\"x\",\"max_tokens\":6,\"temperature\":0,\"session_id\":\"$1\",\"messages\":[{\"role\":\"user\",\"content\":\"$2\"}]}" $URL/v1/messages
+}
+check "session turn 1" test "$(turn s1 'Hello, remember the word apple')" = 200
+check "session has 2 messages" sh -c "curl -s $URL/v1/session/s1 | grep -q '\"message_count\":2'"
+check "session turn 2" test "$(turn s1 'What was the word?')" = 200
+check "turn 2 reads the history from the prefix cache" grep -q '"cache_read_input_tokens":[1-9]' "$T/turn"
+check "session has 4 messages" sh -c "curl -s $URL/v1/session/s1 | grep -q '\"message_count\":4'"
+check "session info fields" sh -c "curl -s $URL/v1/session/s1 | grep -q '\"created_at\":[0-9]*,\"last_activity\"'"
+check "unknown session 404" test "$(curl -s -o /dev/null -w '%{http_code}' $URL/v1/session/nope)" = 404
+check "delete 204" test "$(curl -s -o /dev/null -w '%{http_code}' -X DELETE $URL/v1/session/s1)" = 204
+check "deleted 404" test "$(curl -s -o /dev/null -w '%{http_code}' $URL/v1/session/s1)" = 404
+check "delete again 404" test "$(curl -s -o /dev/null -w '%{http_code}' -X DELETE $URL/v1/session/s1)" = 404
+check "bad session id 400" test "$(turn 'a b' 'x')" = 400
+check "session for the restart" test "$(turn keep 'Keep this')" = 200
+
 # ---- metrics have real values ----
 curl -s $URL/metrics >"$T/metrics"
 check "metrics requests" grep -q 'shammah_requests_total{endpoint="/v1/chat/completions",status="200"}' "$T/metrics"
@@ -154,6 +172,7 @@ DPID=$!
 i=0
 until curl -s -o /dev/null $URL/health 2>/dev/null || [ $i -gt 50 ]; do i=$((i + 1)); sleep 0.1; URL=http://127.0.0.1:$PORT; done
 check "stale pid file replaced" test "$(cat "$SHAMMAH_HOME/daemon.pid" 2>/dev/null)" = "$DPID"
+check "sessions survive a restart" sh -c "curl -s $URL/v1/session/keep | grep -q '\"message_count\":2'"
 check "no model: health 503" test "$(curl -s -o /dev/null -w '%{http_code}' $URL/health)" = 503
 code=$(curl -s -o "$T/o" -w '%{http_code}' -H 'content-type: application/json' -d '{"model":"x","max_tokens":5,"messages":[{"role":"user","content":"hi"}]}' $URL/v1/messages)
 check "no model: 503 in dialect" test "$code" = 503
