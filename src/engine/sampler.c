@@ -171,9 +171,10 @@ static void apply_penalties(smp *s, const int32_t *history, int64_t n_history) {
     }
 }
 
-int smp_sample(smp *s, const float *logits, const int32_t *history, int64_t n_history,
-               int32_t *out_token) {
-    const smp_params *p = &s->p;
+/* Load logits into cand[], apply the penalties and drop impossible tokens (so the exponentials
+ * later are all finite). Returns the number of candidates left, in cand[0..n). */
+static int32_t load_candidates(smp *s, const float *logits, const int32_t *history,
+                               int64_t n_history) {
     int32_t n = s->n_vocab;
     for (int32_t i = 0; i < n; i++) {
         float l = logits[i];
@@ -185,12 +186,34 @@ int smp_sample(smp *s, const float *logits, const int32_t *history, int64_t n_hi
         s->cand[i].logit = l;
     }
     apply_penalties(s, history, n_history);
-
-    /* drop impossible tokens so the exponentials below are all finite */
     int32_t m = 0;
     for (int32_t i = 0; i < n; i++)
         if (s->cand[i].logit > -INFINITY) s->cand[m++] = s->cand[i];
-    n = m;
+    return m;
+}
+
+/* The random draw among c[0..n) with weights exp((logit - max) / temperature). */
+static int32_t draw(smp *s, const smp_cand *c, int32_t n, float max) {
+    double t = s->p.temperature;
+    double wsum = 0;
+    for (int32_t i = 0; i < n; i++) wsum += exp(((double)c[i].logit - max) / t);
+    double u = rng_uniform(s->rng) * wsum;
+    int32_t pick = n - 1; /* rounding can leave u just above the running sum */
+    double acc = 0;
+    for (int32_t i = 0; i < n; i++) {
+        acc += exp(((double)c[i].logit - max) / t);
+        if (u < acc) {
+            pick = i;
+            break;
+        }
+    }
+    return c[pick].id;
+}
+
+int smp_sample(smp *s, const float *logits, const int32_t *history, int64_t n_history,
+               int32_t *out_token) {
+    const smp_params *p = &s->p;
+    int32_t n = load_candidates(s, logits, history, n_history), m;
     if (n == 0) return sh_error_set(SH_EINVAL, "sampler: every logit is -inf or NaN");
 
     if (p->temperature <= 0.0f) {
@@ -235,19 +258,164 @@ int smp_sample(smp *s, const float *logits, const int32_t *history, int64_t n_hi
         }
     }
 
-    double wsum = 0;
-    for (int32_t i = 0; i < n; i++) wsum += exp(((double)s->cand[i].logit - max) / p->temperature);
-    double u = rng_uniform(s->rng) * wsum;
-    int32_t pick = n - 1; /* rounding can leave u just above the running sum */
-    double acc = 0;
+    *out_token = draw(s, s->cand, n, max);
+    return SH_OK;
+}
+
+/* ---- constrained sampling ----
+ *
+ * The result must be what smp_sample() would give if every refused token had logit -inf, without
+ * asking accept() about the whole vocabulary each time (a JSON check per token is far dearer
+ * than a comparison). Candidates are taken by logit in batches (the best 64, then 8x more each
+ * time, the whole rest once a batch would cover half of it) and tested; small batches are
+ * sorted and tested best first, large ones tested whole (sorting them would cost more than the
+ * tests saved). The accepted ones collect, in rank order, at the front of cand[]. Scanning
+ * stops as soon as the outcome is settled:
+ *   - greedy: the first accepted token is the answer (exact);
+ *   - top-k: k tokens accepted; top-k normalises over exactly these (exact);
+ *   - otherwise the survivor count L = min(min-p length, top-p length) is bracketed: every
+ *     unscanned token has logit <= the lowest one taken (bound), so min-p's length is known once
+ *     bound is below its cut, and top-p's lies between its values for the accepted mass seen
+ *     and that mass plus what the unscanned tokens could add (the smaller of their count times
+ *     exp(bound - max) and their total mass, accepted or not); when both ends agree the
+ *     survivors are exactly known (exact);
+ *   - failing that, when the unscanned mass bound is below SMP_TAIL_EPS of the accepted mass
+ *     (at temperature 1 and at the sampling temperature), the rest is treated as zero. This is
+ *     the only approximation: it moves no probability by more than that relative amount, and
+ *     only matters when neither top-k nor min-p settles the set (top-p alone, or no filter);
+ *   - after the whole vocabulary everything is exact.
+ * The draw itself is smp_sample()'s, over the survivors sorted best first (the order
+ * smp_sample() uses whenever top-p is on, so both give the same token for the same seed). */
+
+#define SMP_TAIL_EPS 1e-6
+
+enum { SMP_BATCH_FIRST = 64, SMP_SORT_MAX = 512 };
+
+/* Leading candidates of c[0..n) (sorted) that top-p keeps when the mass, relative to max,
+ * is sum; n + 1 if the share never reaches top_p. */
+static int32_t top_p_len(const smp_cand *c, int32_t n, float max, double sum, float top_p) {
+    double cum = 0;
     for (int32_t i = 0; i < n; i++) {
-        acc += exp(((double)s->cand[i].logit - max) / p->temperature);
-        if (u < acc) {
-            pick = i;
+        cum += exp((double)c[i].logit - max) / sum;
+        if (cum >= top_p) return i + 1;
+    }
+    return n + 1;
+}
+
+/* Leading candidates of c[0..n) (sorted) at or above min-p's cut. */
+static int32_t min_p_len(const smp_cand *c, int32_t n, double cut) {
+    int32_t l = 0;
+    while (l < n && (double)c[l].logit >= cut) l++;
+    return l;
+}
+
+/* Can scanning stop? cand[0..na) are the accepted tokens so far, sorted, na >= 1 and below
+ * top-k; cand[n_scanned..n_scanned + rem) are unscanned, none with a logit above bound. */
+static int settled(const smp *s, int32_t na, float bound, int32_t n_scanned, int32_t rem) {
+    const smp_params *p = &s->p;
+    const smp_cand *c = s->cand;
+    float max = c[0].logit;
+    /* lengths bracket the true survivor count L: lo <= L <= hi; INT32_MAX is "unbounded" */
+    int32_t m_lo = na, m_hi = INT32_MAX, p_lo = INT32_MAX, p_hi = INT32_MAX;
+    if (p->min_p > 0.0f) {
+        double cut = (double)max + log((double)p->min_p);
+        if ((double)bound < cut) m_lo = m_hi = min_p_len(c, na, cut);
+    }
+    /* with top-k on, at most k - na more tokens enter its normalisation */
+    double n_more = rem;
+    if (p->top_k > 0 && p->top_k - na < rem) n_more = p->top_k - na;
+    double s1 = 0, st = 0;
+    for (int32_t i = 0; i < na; i++) {
+        s1 += exp((double)c[i].logit - max);
+        st += exp(((double)c[i].logit - max) / p->temperature);
+    }
+    /* mass the unscanned tokens could add: at most n_more at the bound each, and at most all
+     * of them (accepted or not); the second costs a pass over them, worth it only when top-k
+     * does not already bound their number */
+    double u1 = n_more * exp((double)bound - max);
+    double ut = n_more * exp(((double)bound - max) / p->temperature);
+    if (n_more == rem && u1 > SMP_TAIL_EPS * s1) {
+        double a1 = 0, at = 0;
+        for (int32_t i = n_scanned; i < n_scanned + rem; i++) {
+            a1 += exp((double)c[i].logit - max);
+            at += exp(((double)c[i].logit - max) / p->temperature);
+        }
+        if (a1 < u1) u1 = a1;
+        if (at < ut) ut = at;
+    }
+    if (p->top_p < 1.0f) {
+        p_lo = top_p_len(c, na, max, s1, p->top_p);
+        if (p_lo > na) p_lo = na; /* rounding: the seen mass is the whole of s1 */
+        p_hi = top_p_len(c, na, max, s1 + u1, p->top_p);
+        if (p_hi > na) p_hi = INT32_MAX;
+    }
+    int32_t lo = m_lo < p_lo ? m_lo : p_lo, hi = m_hi < p_hi ? m_hi : p_hi;
+    if (hi <= na && lo == hi) return 1;
+    return u1 <= SMP_TAIL_EPS * s1 && (hi <= na || ut <= SMP_TAIL_EPS * st);
+}
+
+int smp_sample_constrained(smp *s, const float *logits, const int32_t *history, int64_t n_history,
+                           smp_accept_fn accept, void *user, int32_t *out_token) {
+    const smp_params *p = &s->p;
+    if (!accept) return smp_sample(s, logits, history, n_history, out_token);
+    int32_t n = load_candidates(s, logits, history, n_history);
+    if (n == 0) return sh_error_set(SH_EINVAL, "sampler: every logit is -inf or NaN");
+    int greedy = p->temperature <= 0.0f;
+    int32_t k = greedy ? 1 : p->top_k > 0 ? p->top_k : INT32_MAX;
+
+    smp_cand *c = s->cand;
+    int32_t na = 0, done = 0, batch = SMP_BATCH_FIRST;
+    int32_t unsorted_from = -1; /* accepted tokens from here on still need sorting */
+    while (done < n) {
+        int32_t rem = n - done;
+        if (batch >= rem / 2) {
+            /* the whole rest: test it unordered, sort only what passes */
+            unsorted_from = na;
+            for (int32_t i = done; i < n; i++)
+                if (accept(user, c[i].id)) c[na++] = c[i];
+            done = n;
             break;
         }
+        select_top(c + done, rem, batch);
+        float bound = c[done].logit;
+        for (int32_t i = done + 1; i < done + batch; i++)
+            if (c[i].logit < bound) bound = c[i].logit;
+        /* na <= done + i always, so moving accepted ones forward never overwrites unread ones */
+        if (batch <= SMP_SORT_MAX) {
+            /* in rank order, to stop at the k-th accepted token */
+            qsort(c + done, (size_t)batch, sizeof *c, cand_cmp);
+            for (int32_t i = done; i < done + batch && na < k; i++)
+                if (accept(user, c[i].id)) c[na++] = c[i];
+        } else {
+            /* sorting a large batch costs more than testing all of it */
+            int32_t from = na;
+            for (int32_t i = done; i < done + batch; i++)
+                if (accept(user, c[i].id)) c[na++] = c[i];
+            qsort(c + from, (size_t)(na - from), sizeof *c, cand_cmp);
+        }
+        done += batch;
+        if (na >= k || (na > 0 && settled(s, na, bound, done, n - done))) break;
+        batch = batch > INT32_MAX / 8 ? INT32_MAX : batch * 8;
     }
-    *out_token = s->cand[pick].id;
+    if (na == 0) return sh_error_set(SH_ENOTFOUND, "sampler: no token allowed by the constraint");
+    if (unsorted_from >= 0)
+        qsort(c + unsorted_from, (size_t)(na - unsorted_from), sizeof *c, cand_cmp);
+    if (na > k) na = k;
+    if (greedy) {
+        *out_token = c[0].id;
+        return SH_OK;
+    }
+
+    /* the chain of smp_sample() on the sorted accepted candidates */
+    float max = c[0].logit;
+    double sum = 0;
+    for (int32_t i = 0; i < na; i++) sum += exp((double)c[i].logit - max);
+    if (p->min_p > 0.0f) na = min_p_len(c, na, (double)max + log((double)p->min_p));
+    if (p->top_p < 1.0f) {
+        int32_t l = top_p_len(c, na, max, sum, p->top_p);
+        if (l < na) na = l;
+    }
+    *out_token = draw(s, c, na, max);
     return SH_OK;
 }
 

@@ -56,6 +56,23 @@ void smp_reseed(smp *s, uint64_t seed);
 int smp_sample(smp *s, const float *logits, const int32_t *history, int64_t n_history,
                int32_t *out_token);
 
+/* ---- constrained sampling ---- */
+/* Returns nonzero if token id may be chosen. Called with ids in order of decreasing logit,
+ * each at most once per smp_sample_constrained() call; must not call back into the sampler. */
+typedef int (*smp_accept_fn)(void *user, int32_t id);
+
+/* smp_sample() restricted to the tokens accept() allows: the same chain, as if every refused
+ * token's logit were -inf (top-k counts only allowed tokens, min-p and top-p are relative to
+ * the allowed ones). Greedy, top-k and min-p-bounded results are exact; with only top-p or
+ * temperature deciding, unscanned tokens whose total probability is provably below 1e-6 of the
+ * allowed mass are ignored (see sampler.c). accept is asked about as few tokens as the
+ * parameters permit (with greedy or top-k, usually a few dozen), the whole vocabulary only when
+ * allowed tokens are rare. user is passed through (borrowed). accept NULL: smp_sample().
+ * Returns SH_ENOTFOUND when no token with a finite logit is allowed (the caller should end
+ * generation), SH_EINVAL when every logit is -inf or NaN. */
+int smp_sample_constrained(smp *s, const float *logits, const int32_t *history, int64_t n_history,
+                           smp_accept_fn accept, void *user, int32_t *out_token);
+
 /* ---- stop strings ---- */
 /* Streaming matcher: text goes in as arbitrary deltas; text that cannot be the start of a stop
  * string comes out at once, a possible beginning is held back, and when a stop string is

@@ -244,6 +244,7 @@ int local_prepare(const local_model *lm, const conv_request *r, local_req *lr) {
     lr->p.n_stop = r->n_stop;
     lr->p.tools_template = lr->tools ? &lm->tmpl : NULL;
     lr->p.forced_prefix = lr->forced_prefix;
+    lr->p.json_mode = r->json_mode;
     return SH_OK;
 }
 

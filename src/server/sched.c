@@ -9,6 +9,7 @@
 #include <time.h>
 
 #include "base/status.h"
+#include "engine/jsonc.h"
 #include "engine/pcache.h"
 
 #define SCHED_RING 512        /* events a job may have waiting for its reader */
@@ -29,6 +30,8 @@ struct sched_job {
     int parse_tools;
     chat_template tmpl;
     char *forced_prefix;
+    int json_mode;
+    jsonc json; /* the reply so far, when json_mode */
     /* scheduler-thread state */
     int state;
     int slot;
@@ -327,7 +330,20 @@ static void *sched_main(void *arg) {
                 if (!items[i].logits) continue;
             }
             int32_t id;
-            if (smp_sample(j->sampler, j->logits, j->hist, j->n_prompt + j->n_gen, &id)) {
+            int sst;
+            if (j->json_mode) {
+                jsonc_acceptor acc = {&j->json, s->t};
+                sst = smp_sample_constrained(j->sampler, j->logits, j->hist, j->n_prompt + j->n_gen,
+                                             jsonc_accept_cb, &acc, &id);
+                if (sst == SH_ENOTFOUND) { /* nothing can continue the document: end here */
+                    job_finish(s, j, CONV_STOP_END, NULL);
+                    continue;
+                }
+                if (!sst) jsonc_advance(&j->json, s->t, id);
+            } else {
+                sst = smp_sample(j->sampler, j->logits, j->hist, j->n_prompt + j->n_gen, &id);
+            }
+            if (sst) {
                 job_finish(s, j, CONV_STOP_END, "sampling failed");
                 continue;
             }
@@ -451,6 +467,11 @@ int sched_submit(sched *s, const sched_params *p, sched_job **out) {
     j->n_prompt = p->n_prompt;
     j->max_tokens = max_gen;
     j->sp = p->sampling;
+    j->json_mode = p->json_mode;
+    if (j->json_mode) {
+        jsonc_init(&j->json, 1);
+        jsonc_set_ws_max(&j->json, JSONC_WS_GEN);
+    }
     j->id_seed = (uint64_t)time(NULL) ^ ((uint64_t)(uintptr_t)j << 16);
     int st = SH_OK;
     j->hist = malloc(sizeof(int32_t) * (size_t)(p->n_prompt + max_gen + 1));

@@ -48,6 +48,7 @@ typedef struct {
     const chat_template *tools_template; /* non-NULL: parse tool calls in this template's form */
     const char *forced_prefix; /* text already in the prompt that opens the reply (e.g. a forced
                                   tool call): fed to the tool-call parser first, not emitted */
+    int json_mode; /* the reply is constrained to one JSON object (OpenAI json_object) */
 } sched_params;
 
 /* Queues a job. SH_ERANGE when the prompt does not fit the context. The job holds a reference

@@ -109,6 +109,22 @@ test('openai: errors are APIError with status 400', async () => {
     (e) => e.status === 400 && /n/.test(e.message));
 });
 
+test('openai: response_format json_object gives valid JSON', async () => {
+  const r = await openai.chat.completions.create({
+    model: 'local', messages: [{ role: 'user', content: 'Describe a cat as JSON' }], max_tokens: 200,
+    temperature: 0.8, seed: 3, response_format: { type: 'json_object' },
+  });
+  const text = r.choices[0].message.content;
+  if (r.choices[0].finish_reason === 'stop') {
+    const v = JSON.parse(text);
+    assert.equal(typeof v, 'object');
+    assert.ok(!Array.isArray(v));
+  } else {
+    // cut by max_tokens: still a valid prefix of an object
+    assert.ok(text.trimStart().startsWith('{'));
+  }
+});
+
 test('openai: completions', async () => {
   const r = await openai.completions.create({ model: 'local', prompt: 'Once upon a time', max_tokens: 6, temperature: 0 });
   assert.equal(r.object, 'text_completion');
