@@ -15,7 +15,7 @@
 static void daemon_usage(FILE *f) {
     fprintf(f,
             "usage: shammah daemon [--bind HOST:PORT] [-m MODEL.gguf] [-t THREADS] [--ctx N]\n"
-            "                      [--parallel K] [--kv f16|f32]\n"
+            "                      [--parallel K] [--kv f16|f32] [--insecure-no-auth]\n"
             "Serves the OpenAI- and Anthropic-compatible API (default 127.0.0.1:11434).\n"
             "Precedence: flag > env SHAMMAH_HOST / SHAMMAH_MODEL > SHAMMAH_HOME/config.toml.\n");
 }
@@ -23,11 +23,16 @@ static void daemon_usage(FILE *f) {
 int cmd_daemon(int argc, char **argv) {
     const char *bind = NULL, *model = NULL, *kv = NULL;
     long long threads = -1, ctx = -1, parallel = -1;
+    int insecure = 0;
     for (int i = 1; i < argc; i++) {
         const char *a = argv[i], *v = i + 1 < argc ? argv[i + 1] : NULL;
         if (!strcmp(a, "-h") || !strcmp(a, "--help")) {
             daemon_usage(stdout);
             return 0;
+        }
+        if (!strcmp(a, "--insecure-no-auth")) {
+            insecure = 1;
+            continue;
         }
         if (!v) {
             fprintf(stderr, "shammah daemon: %s needs a value (or is unknown; see --help)\n", a);
@@ -88,7 +93,8 @@ int cmd_daemon(int argc, char **argv) {
                      .api_keys = cfg.server.api_keys,
                      .n_api_keys = cfg.server.n_api_keys,
                      .max_sessions = cfg.server.max_sessions,
-                     .session_idle_minutes = cfg.server.session_idle_minutes};
+                     .session_idle_minutes = cfg.server.session_idle_minutes,
+                     .insecure_no_auth = insecure};
     if (!*model) fprintf(stderr, "shammah daemon: no model configured: requests will get 503\n");
     int rc = server_run(&o);
     config_free(&cfg);

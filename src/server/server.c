@@ -89,13 +89,48 @@ static int dialect_of(const char *url) {
 
 /* ---- responses ---- */
 
+/* Browsers may call the API only from pages served by this machine (a page elsewhere must not
+ * drive a local daemon): the Origin is echoed back only when it is a loopback origin. */
+static int local_origin(const char *o) {
+    static const char *const prefixes[] = {"http://localhost", "https://localhost", "http://127.",
+                                           "https://127.", "http://[::1]", "https://[::1]"};
+    if (!o) return 0;
+    for (size_t i = 0; i < sizeof prefixes / sizeof *prefixes; i++) {
+        size_t n = strlen(prefixes[i]);
+        if (!strncmp(o, prefixes[i], n)) {
+            const char *rest = o + n;
+            if (prefixes[i][n - 1] == '.') /* 127.x.y.z */
+                rest += strspn(rest, "0123456789.");
+            return *rest == 0 || *rest == ':';
+        }
+    }
+    return 0;
+}
+
+static void common_headers(struct MHD_Response *r, struct MHD_Connection *c) {
+    MHD_add_response_header(r, "x-shammah-route", "local");
+    const char *origin = MHD_lookup_connection_value(c, MHD_HEADER_KIND, "Origin");
+    if (local_origin(origin)) {
+        MHD_add_response_header(r, "Access-Control-Allow-Origin", origin);
+        MHD_add_response_header(r, "Vary", "Origin");
+        MHD_add_response_header(r, "Access-Control-Allow-Methods", "GET, POST, DELETE, OPTIONS");
+        MHD_add_response_header(r, "Access-Control-Allow-Headers",
+                                "authorization, content-type, x-api-key, anthropic-version, "
+                                "anthropic-beta, x-stainless-os, x-stainless-lang, "
+                                "x-stainless-package-version, x-stainless-runtime, "
+                                "x-stainless-runtime-version, x-stainless-arch, "
+                                "x-stainless-retry-count, x-stainless-timeout, "
+                                "anthropic-dangerous-direct-browser-access");
+    }
+}
+
 static enum MHD_Result send_buf(struct MHD_Connection *c, req_ctx *rc, int status,
                                 const char *type, const char *body, size_t len) {
     struct MHD_Response *r =
         MHD_create_response_from_buffer(len, (void *)body, MHD_RESPMEM_MUST_COPY);
     if (!r) return MHD_NO;
-    MHD_add_response_header(r, "Content-Type", type);
-    MHD_add_response_header(r, "x-shammah-route", "local");
+    if (status != 204) MHD_add_response_header(r, "Content-Type", type);
+    common_headers(r, c);
     enum MHD_Result ret = MHD_queue_response(c, (unsigned)status, r);
     MHD_destroy_response(r);
     rc->status = status;
@@ -476,7 +511,7 @@ static enum MHD_Result generate(srv *s, struct MHD_Connection *c, req_ctx *rc, i
         metrics_stream(s->met, +1);
         MHD_add_response_header(r, "Content-Type", "text/event-stream");
         MHD_add_response_header(r, "Cache-Control", "no-cache");
-        MHD_add_response_header(r, "x-shammah-route", "local");
+        common_headers(r, c);
         enum MHD_Result ret = MHD_queue_response(c, MHD_HTTP_OK, r);
         MHD_destroy_response(r);
         rc->status = 200;
@@ -732,6 +767,15 @@ static enum MHD_Result route_get(srv *s, struct MHD_Connection *c, req_ctx *rc, 
     return send_errorf(c, rc, DIALECT_OPENAI, CONV_ERR_NOT_FOUND, NULL, "no route for GET %s", url);
 }
 
+/* Compares in time that depends only on the lengths, not on where the strings differ. */
+static int key_equal(const char *a, const char *b) {
+    size_t la = strlen(a), lb = strlen(b), n = la > lb ? la : lb;
+    unsigned char diff = la != lb;
+    for (size_t i = 0; i < n; i++)
+        diff |= (unsigned char)((i < la ? a[i] : 0) ^ (i < lb ? b[i] : 0));
+    return diff == 0;
+}
+
 static int authorized(srv *s, struct MHD_Connection *c) {
     if (s->o.n_api_keys == 0) return 1;
     const char *auth = MHD_lookup_connection_value(c, MHD_HEADER_KIND, "Authorization");
@@ -739,9 +783,9 @@ static int authorized(srv *s, struct MHD_Connection *c) {
     const char *key = xkey;
     if (auth && !strncasecmp(auth, "Bearer ", 7)) key = auth + 7;
     if (!key) return 0;
-    for (int i = 0; i < s->o.n_api_keys; i++)
-        if (!strcmp(key, s->o.api_keys[i])) return 1;
-    return 0;
+    int ok = 0;
+    for (int i = 0; i < s->o.n_api_keys; i++) ok |= key_equal(key, s->o.api_keys[i]);
+    return ok;
 }
 
 static enum MHD_Result on_request(void *cls, struct MHD_Connection *c, const char *url,
@@ -779,6 +823,7 @@ static enum MHD_Result on_request(void *cls, struct MHD_Connection *c, const cha
     }
     int dialect = dialect_of(url);
     int is_post = !strcmp(method, "POST"), is_get = !strcmp(method, "GET");
+    if (!strcmp(method, "OPTIONS")) return send_buf(c, rc, 204, "text/plain", "", 0); /* CORS */
     if (strcmp(url, "/health") != 0 && !authorized(s, c))
         return send_errorf(c, rc, dialect, CONV_ERR_AUTH, NULL, "invalid or missing API key");
     if (!strcmp(url, "/v1/chat/completions") || !strcmp(url, "/v1/completions") ||
@@ -858,6 +903,14 @@ int server_run(const server_opts *o) {
     pthread_sigmask(SIG_BLOCK, &sigs, NULL);
     signal(SIGPIPE, SIG_IGN);
 
+    int loopback = !strcmp(o->bind_host, "localhost") || !strncmp(o->bind_host, "127.", 4) ||
+                   !strcmp(o->bind_host, "::1");
+    if (!loopback && o->n_api_keys == 0 && !o->insecure_no_auth) {
+        fprintf(stderr, "shammah daemon: refusing to listen on %s without API keys: anyone who can "
+                        "reach it could use it. Set [server] api_keys in config.toml, or pass "
+                        "--insecure-no-auth\n", o->bind_host);
+        goto out;
+    }
     if (listen_on(o->bind_host, o->bind_port, &fd)) {
         fprintf(stderr, "shammah daemon: %s\n", sh_error_last());
         goto out;
@@ -892,7 +945,10 @@ int server_run(const server_opts *o) {
                               0, NULL, NULL, on_request, s, MHD_OPTION_LISTEN_SOCKET, fd,
                               MHD_OPTION_NOTIFY_COMPLETED, on_completed, s,
                               MHD_OPTION_CONNECTION_LIMIT, (unsigned)SRV_MAX_CONNECTIONS,
-                              MHD_OPTION_CONNECTION_TIMEOUT, (unsigned)600, MHD_OPTION_END);
+                              MHD_OPTION_CONNECTION_TIMEOUT, (unsigned)600,
+                              /* request line + headers of one request (431/413 beyond) */
+                              MHD_OPTION_CONNECTION_MEMORY_LIMIT, (size_t)(64 * 1024),
+                              MHD_OPTION_END);
     if (!s->mhd) {
         fprintf(stderr, "shammah daemon: cannot start the HTTP server\n");
         goto out;

@@ -20,6 +20,7 @@ typedef struct {
     int n_api_keys;
     int max_sessions;         /* sessions kept (LRU beyond) */
     int session_idle_minutes; /* idle sessions expire */
+    int insecure_no_auth;     /* allow a non-loopback bind without API keys */
 } server_opts;
 
 /* Runs the daemon in the foreground until SIGINT/SIGTERM. Returns the process exit code

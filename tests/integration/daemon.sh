@@ -132,6 +132,12 @@ check "delete again 404" test "$(curl -s -o /dev/null -w '%{http_code}' -X DELET
 check "bad session id 400" test "$(turn 'a b' 'x')" = 400
 check "session for the restart" test "$(turn keep 'Keep this')" = 200
 
+# ---- CORS: only loopback origins ----
+check "CORS for a local page" sh -c "curl -s -D - -o /dev/null -H 'Origin: http://localhost:5173' $URL/v1/models | grep -qi '^access-control-allow-origin: http://localhost:5173'"
+check "no CORS for other origins" sh -c "! curl -s -D - -o /dev/null -H 'Origin: https://evil.example' $URL/v1/models | grep -qi '^access-control-allow-origin'"
+check "CORS lookalike refused" sh -c "! curl -s -D - -o /dev/null -H 'Origin: http://localhost.evil.example' $URL/v1/models | grep -qi '^access-control-allow-origin'"
+check "preflight 204" test "$(curl -s -o /dev/null -w '%{http_code}' -X OPTIONS -H 'Origin: http://127.0.0.1:8080' $URL/v1/chat/completions)" = 204
+
 # ---- metrics have real values ----
 curl -s $URL/metrics >"$T/metrics"
 check "metrics requests" grep -q 'shammah_requests_total{endpoint="/v1/chat/completions",status="200"}' "$T/metrics"
@@ -180,6 +186,30 @@ kill -INT $DPID
 wait $DPID
 check "SIGINT exits 0" test $? -eq 0
 DPID=""
+
+# ---- API keys ----
+mkdir -p "$T/keyed"
+printf '[server]\napi_keys = ["sekret-1", "sekret-2"]\n' >"$T/keyed/config.toml"
+chmod 600 "$T/keyed/config.toml"
+PORT=$(free_port)
+URL=http://127.0.0.1:$PORT
+SHAMMAH_HOME="$T/keyed" "$SH" daemon --bind 127.0.0.1:$PORT -m "$T/m.gguf" 2>>"$T/daemon.log" &
+DPID=$!
+i=0
+until curl -s -o /dev/null $URL/health 2>/dev/null || [ $i -gt 50 ]; do i=$((i + 1)); sleep 0.1; done
+sleep 0.5
+body='{"model":"x","max_tokens":3,"messages":[{"role":"user","content":"hi"}]}'
+check "no key: 401 (anthropic)" test "$(curl -s -o "$T/o" -w '%{http_code}' -H 'content-type: application/json' -d "$body" $URL/v1/messages)" = 401
+check "401 in anthropic format" grep -q '"authentication_error"' "$T/o"
+check "wrong key: 401 (openai)" test "$(curl -s -o /dev/null -w '%{http_code}' -H 'Authorization: Bearer nope' -H 'content-type: application/json' -d "$body" $URL/v1/chat/completions)" = 401
+check "x-api-key accepted" test "$(curl -s -o /dev/null -w '%{http_code}' -H 'x-api-key: sekret-2' -H 'content-type: application/json' -d "$body" $URL/v1/messages)" = 200
+check "bearer accepted" test "$(curl -s -o /dev/null -w '%{http_code}' -H 'Authorization: Bearer sekret-1' -H 'content-type: application/json' -d "$body" $URL/v1/chat/completions)" = 200
+check "health stays open" test "$(curl -s -o /dev/null -w '%{http_code}' $URL/health)" = 200
+kill -TERM $DPID
+wait $DPID
+DPID=""
+out=$(SHAMMAH_HOME="$T/other2" "$SH" daemon --bind 0.0.0.0:$(free_port) 2>&1)
+check "exposed without keys refused" sh -c "echo '$out' | grep -q 'without API keys'"
 
 echo "daemon: $pass passed, $fail failed"
 [ $fail -eq 0 ]
