@@ -337,9 +337,82 @@ static int add_tensor(gguf_writer *w, buflist *bl, const char *name, int64_t n_i
     return gguf_w_tensor(w, name, t, two_d ? 2 : 1, ne, data, rb * (size_t)rows);
 }
 
+/* `shammah model synth-lora`: a random adapter in llama.cpp's format for a model (tests and
+ * reference checks of adapter loading). A and B both random so it changes the outputs. */
+static int synth_lora(int argc, char **argv) {
+    const char *mpath = NULL, *out = NULL, *targets = "attn_q,attn_k,attn_v,attn_output";
+    int rank = 8;
+    float alpha = 16, sd = 0.05f;
+    uint64_t seed = 1;
+    for (int i = 1; i < argc; i++) {
+        const char *a = argv[i], *v = i + 1 < argc ? argv[i + 1] : NULL;
+        if (!v) {
+            fprintf(stderr, "shammah model synth-lora: %s needs a value\n", a);
+            return 2;
+        }
+        i++;
+        if (!strcmp(a, "-m")) mpath = v;
+        else if (!strcmp(a, "--out")) out = v;
+        else if (!strcmp(a, "--targets")) targets = v;
+        else if (!strcmp(a, "--rank")) rank = atoi(v);
+        else if (!strcmp(a, "--alpha")) alpha = strtof(v, NULL);
+        else if (!strcmp(a, "--std")) sd = strtof(v, NULL);
+        else if (!strcmp(a, "--seed")) seed = strtoull(v, NULL, 10);
+        else {
+            fprintf(stderr, "shammah model synth-lora: unknown option %s\n", a);
+            return 2;
+        }
+    }
+    if (!mpath || !out || rank < 1 || rank > 1024) {
+        fprintf(stderr, "usage: shammah model synth-lora -m MODEL --out FILE [--rank R] [--alpha A] "
+                        "[--targets attn_q,...] [--std S] [--seed N]\n");
+        return 2;
+    }
+    gguf *g = NULL;
+    gguf_writer *w = NULL;
+    buflist bl = {0};
+    int st = gguf_open(&g, mpath), rc = 1;
+    char arch[64] = "", nm[160];
+    if (!st) st = gguf_get_cstr(g, "general.architecture", arch, sizeof arch);
+    if (!st) st = gguf_writer_new(&w);
+    if (!st) st = gguf_w_str(w, "general.architecture", arch);
+    if (!st) st = gguf_w_str(w, "general.type", "adapter");
+    if (!st) st = gguf_w_str(w, "adapter.type", "lora");
+    if (!st) st = gguf_w_f32(w, "adapter.lora.alpha", alpha);
+    rng_state = seed;
+    for (int64_t i = 0; !st && i < gguf_n_tensors(g); i++) {
+        const gguf_tensor *t = gguf_tensor_at(g, i);
+        if (t->n_dims != 2 || t->name.len > 100 || strncmp(t->name.ptr, "blk.", 4)) continue;
+        char name[128];
+        memcpy(name, t->name.ptr, t->name.len);
+        name[t->name.len] = 0;
+        const char *dot = strchr(name + 4, '.');
+        char tgt[64];
+        if (!dot || sscanf(dot + 1, "%63[^.]", tgt) != 1) continue;
+        char list[256];
+        snprintf(list, sizeof list, ",%s,", targets);
+        char key[70];
+        snprintf(key, sizeof key, ",%s,", tgt);
+        if (!strstr(list, key)) continue;
+        snprintf(nm, sizeof nm, "%s.lora_a", name);
+        st = add_tensor(w, &bl, nm, t->ne[0], rank, QT_F32, 0, sd);
+        snprintf(nm, sizeof nm, "%s.lora_b", name);
+        if (!st) st = add_tensor(w, &bl, nm, rank, t->ne[1], QT_F32, 0, sd);
+    }
+    if (!st) st = gguf_writer_write(w, out);
+    if (st) fprintf(stderr, "shammah model synth-lora: %s\n", sh_error_last());
+    else rc = 0;
+    for (int i = 0; i < bl.n; i++) free(bl.bufs[i]);
+    free(bl.bufs);
+    gguf_writer_free(w);
+    gguf_close(g);
+    return rc;
+}
+
 int cmd_model(int argc, char **argv) {
+    if (argc >= 2 && !strcmp(argv[1], "synth-lora")) return synth_lora(argc - 1, argv + 1);
     if (argc < 2 || strcmp(argv[1], "synth") != 0) {
-        fprintf(stderr, "usage: shammah model synth --out FILE [options]  (--help for options)\n");
+        fprintf(stderr, "usage: shammah model synth|synth-lora ...  (--help for options)\n");
         return 2;
     }
     synth_opts o;

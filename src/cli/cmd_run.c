@@ -9,6 +9,7 @@
 #include "cli/cliutil.h"
 #include "cli/commands.h"
 #include "engine/chat.h"
+#include "engine/lora.h"
 #include "engine/model.h"
 #include "engine/sampler.h"
 #include "engine/tokenizer.h"
@@ -18,7 +19,8 @@
 #define RUN_MAX_TEXT (64 << 20) /* generated text kept for --json */
 
 typedef struct {
-    const char *model, *prompt, *dump_logits;
+    const char *model, *prompt, *dump_logits, *lora_path;
+    float lora_scale;
     long long n_predict, threads, ctx;
     int chat, json, kv_type, seed_given, ignore_eos;
     smp_params sp;
@@ -41,7 +43,9 @@ static void run_usage(FILE *f) {
             "  --chat             wrap the prompt as one user message in the model's chat template\n"
             "  --json             print one JSON object with tokens, text and timings\n"
             "  --ignore-eos       keep generating past end-of-generation tokens\n"
-            "  --dump-logits FILE write the float32 logits at the last prompt position\n",
+            "  --dump-logits FILE write the float32 logits at the last prompt position\n"
+            "  --lora FILE        apply a LoRA adapter (llama.cpp's GGUF format)\n"
+            "  --lora-scale S     scale of the adapter (default 1)\n",
             RUN_MAX_STOPS, RUN_DEFAULT_CTX);
 }
 
@@ -50,6 +54,7 @@ static int parse(int argc, char **argv, run_opts *o) {
     o->n_predict = 128;
     o->threads = cli_default_threads();
     o->kv_type = KV_F16;
+    o->lora_scale = 1.0f;
     smp_params_default(&o->sp);
     for (int i = 1; i < argc; i++) {
         const char *a = argv[i];
@@ -67,6 +72,8 @@ static int parse(int argc, char **argv, run_opts *o) {
         if (!strcmp(a, "-m")) o->model = v;
         else if (!strcmp(a, "-p")) o->prompt = v;
         else if (!strcmp(a, "--dump-logits")) o->dump_logits = v;
+        else if (!strcmp(a, "--lora")) o->lora_path = v;
+        else if (!strcmp(a, "--lora-scale")) bad = cli_float("run", a, v, -100, 100, &o->lora_scale);
         else if (!strcmp(a, "-n")) bad = cli_int("run", a, v, 0, 1 << 24, &o->n_predict);
         else if (!strcmp(a, "-t")) bad = cli_int("run", a, v, 1, 256, &o->threads);
         else if (!strcmp(a, "--ctx")) bad = cli_int("run", a, v, 1, 1 << 24, &o->ctx);
@@ -220,6 +227,7 @@ int cmd_run(int argc, char **argv) {
     int64_t n_prompt = 0;
     text_buf tb = {0};
     smp_stop stop;
+    lora *adapter = NULL;
     const char *what = o.model;
 
     if ((st = model_load(&m, o.model)) || (st = tok_load(&tk, model_gguf(m)))) goto out;
@@ -248,10 +256,16 @@ int cmd_run(int argc, char **argv) {
         goto out;
     }
     what = o.model;
+    if (o.lora_path) {
+        what = o.lora_path;
+        if ((st = lora_load(&adapter, o.lora_path, m, o.lora_scale))) goto out;
+        what = o.model;
+    }
     if ((st = model_ctx_new(&c, m, n_ctx, o.kv_type, (int)o.threads)) ||
         (st = smp_init(&sampler, hp->n_vocab, &o.sp)) ||
         (st = smp_stop_init(&stop, o.stops, o.n_stops)))
         goto out;
+    model_ws_set_lora(model_ctx_ws(c), adapter);
     logits = malloc(sizeof(float) * (size_t)hp->n_vocab);
     hist = malloc(sizeof(int32_t) * (size_t)(n_prompt + o.n_predict + 1));
     if (!logits || !hist) {
@@ -308,6 +322,7 @@ out:
     free(prompt);
     smp_free(sampler);
     model_ctx_free(c);
+    lora_free(adapter);
     tok_free(tk);
     model_free(m);
     return rc;

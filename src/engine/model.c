@@ -13,6 +13,7 @@
 #include <string.h>
 
 #include "base/status.h"
+#include "engine/lora.h"
 #include "engine/pool.h"
 #include "engine/quant.h"
 
@@ -312,6 +313,8 @@ struct model_ws {
     size_t act_stride;
     float *rope_cos, *rope_sin; /* (UBATCH, rope_dim / 2) */
     float *logits;              /* (LOGIT_ROWS, n_vocab) */
+    const lora *adapter;        /* borrowed; NULL: none */
+    float *lora_t;              /* (UBATCH, max rank) A x */
     /* per row of the current chunk */
     model_seq *row_seq[MODEL_UBATCH];
     int32_t row_pos[MODEL_UBATCH];
@@ -450,6 +453,7 @@ void model_ws_free(model_ws *w) {
     free(w->rope_cos);
     free(w->rope_sin);
     free(w->logits);
+    free(w->lora_t);
     free(w->act);
     free(w);
 }
@@ -478,6 +482,30 @@ static void matmul(model_ws *w, const model_mat *m, const float *x, float *y, in
         qt_prep_act(m->type, x + (size_t)t * m->n_in, w->act + (size_t)t * w->act_stride, m->n_in);
     matmul_job j = {m, w->act, w->act_stride, y, y_stride, n_tok};
     pool_run(w->pool, matmul_rows, &j, m->n_out, 16);
+}
+
+/* matmul plus the adapter's s * B (A x) for this layer's target, when one is set */
+static void matmul_l(model_ws *w, const model_mat *m, int layer, int target, const float *x,
+                     float *y, int64_t y_stride, int32_t n_tok) {
+    matmul(w, m, x, y, y_stride, n_tok);
+    lora_pair p = lora_get(w->adapter, layer, target);
+    if (!p.a || !w->lora_t) return;
+    for (int32_t t = 0; t < n_tok; t++) {
+        const float *xt = x + (size_t)t * m->n_in;
+        float *at = w->lora_t + (size_t)t * p.rank, *yt = y + (size_t)t * y_stride;
+        for (int32_t r = 0; r < p.rank; r++) at[r] = qt_dot_f32(p.a + (size_t)r * m->n_in, xt, m->n_in);
+        for (int64_t o = 0; o < m->n_out; o++) yt[o] += p.s * qt_dot_f32(p.b + (size_t)o * p.rank, at, p.rank);
+    }
+}
+
+void model_ws_set_lora(model_ws *w, const lora *l) {
+    int32_t rank = 0;
+    for (int layer = 0; l && layer < w->m->hp.n_layer; layer++)
+        for (int t = 0; t < LORA_N_TARGETS; t++)
+            if (lora_get(l, layer, t).rank > rank) rank = lora_get(l, layer, t).rank;
+    free(w->lora_t);
+    w->lora_t = rank ? calloc((size_t)MODEL_UBATCH * (size_t)rank, sizeof(float)) : NULL;
+    w->adapter = w->lora_t ? l : NULL;
 }
 
 static void rmsnorm(float *out, const float *x, const float *w, int64_t n, float eps) {
@@ -681,9 +709,9 @@ static void eval_rows(model_ws *w, const int32_t *tokens, int32_t n_rows) {
         const layer *L = &m->layers[l];
         for (int32_t t = 0; t < n_rows; t++)
             rmsnorm(w->xb + t * E, w->x + t * E, L->attn_norm, E, hp->norm_eps);
-        matmul(w, &L->wq, w->xb, w->q, QD, n_rows);
-        matmul(w, &L->wk, w->xb, w->k, KD, n_rows);
-        matmul(w, &L->wv, w->xb, w->v, VD, n_rows);
+        matmul_l(w, &L->wq, l, LORA_Q, w->xb, w->q, QD, n_rows);
+        matmul_l(w, &L->wk, l, LORA_K, w->xb, w->k, KD, n_rows);
+        matmul_l(w, &L->wv, l, LORA_V, w->xb, w->v, VD, n_rows);
         add_bias(w->q, L->bq, QD, n_rows);
         add_bias(w->k, L->bk, KD, n_rows);
         add_bias(w->v, L->bv, VD, n_rows);
@@ -707,15 +735,15 @@ static void eval_rows(model_ws *w, const int32_t *tokens, int32_t n_rows) {
         }
         attn_job aj = {w, l};
         pool_run(w->pool, attn_tasks, &aj, n_tasks, 1);
-        matmul(w, &L->wo, w->att_out, w->xb2, E, n_rows);
+        matmul_l(w, &L->wo, l, LORA_O, w->att_out, w->xb2, E, n_rows);
         for (int64_t i = 0; i < n_rows * E; i++) w->x[i] += w->xb2[i];
 
         for (int32_t t = 0; t < n_rows; t++)
             rmsnorm(w->xb + t * E, w->x + t * E, L->ffn_norm, E, hp->norm_eps);
-        matmul(w, &L->w_gate, w->xb, w->hb, F, n_rows);
-        matmul(w, &L->w_up, w->xb, w->hb2, F, n_rows);
+        matmul_l(w, &L->w_gate, l, LORA_GATE, w->xb, w->hb, F, n_rows);
+        matmul_l(w, &L->w_up, l, LORA_UP, w->xb, w->hb2, F, n_rows);
         for (int64_t i = 0; i < n_rows * F; i++) w->hb[i] = silu(w->hb[i]) * w->hb2[i];
-        matmul(w, &L->w_down, w->hb, w->xb2, E, n_rows);
+        matmul_l(w, &L->w_down, l, LORA_DOWN, w->hb, w->xb2, E, n_rows);
         for (int64_t i = 0; i < n_rows * E; i++) w->x[i] += w->xb2[i];
     }
 

@@ -20,6 +20,7 @@ typedef struct {
     char args[512];
     char prompt[512];
     char kv[8];
+    char lora[256]; /* synth-lora arguments, or "" */
 } ref_case;
 
 static char bin[512], tmpdir[256];
@@ -107,11 +108,18 @@ static void run_case(void **state) {
         fail();
     }
 
+    char adapter[600] = "";
+    if (rc->lora[0]) {
+        snprintf(adapter, sizeof adapter, "%s/%s.lora.gguf", tmpdir, rc->name);
+        snprintf(cmd, sizeof cmd, "%s model synth-lora -m %s %s --out %s", bin, model, rc->lora, adapter);
+        assert_int_equal(system(cmd), 0);
+    }
     snprintf(logits, sizeof logits, "%s/%s.logits", tmpdir, rc->name);
     char prompt[512];
     snprintf(prompt, sizeof prompt, "%s", rc->prompt);
     char *argv[] = {bin, "run", "-m", model, "-p", prompt, "-n", "24", "--temp", "0", "--kv", (char *)rc->kv,
-                    "-t", "2", "--ignore-eos", "--json", "--dump-logits", logits, NULL};
+                    "-t", "2", "--ignore-eos", "--json", "--dump-logits", logits,
+                    adapter[0] ? "--lora" : NULL, adapter, NULL};
     char *out = run_capture(argv, &status);
     assert_non_null(out);
     assert_int_equal(status, 0);
@@ -160,6 +168,7 @@ static void run_case(void **state) {
     assert_true(rel <= REL_TOL);
     unlink(model);
     unlink(logits);
+    if (adapter[0]) unlink(adapter);
 }
 
 int main(void) {
@@ -179,10 +188,13 @@ int main(void) {
         if (line[0] == '#' || line[0] == '\n') continue;
         char *p1 = strchr(line, '|'), *p2 = p1 ? strchr(p1 + 1, '|') : NULL;
         if (!p2) continue;
-        char *p3 = strchr(p2 + 1, '|');
+        char *p3 = strchr(p2 + 1, '|'), *p4 = p3 ? strchr(p3 + 1, '|') : NULL;
         *p1 = *p2 = 0;
         if (p3) *p3 = 0;
+        if (p4) *p4 = 0;
         snprintf(cases[n].kv, sizeof cases[n].kv, "%s", p3 ? trim(p3 + 1) : "f32");
+        if (!cases[n].kv[0]) snprintf(cases[n].kv, sizeof cases[n].kv, "f32");
+        snprintf(cases[n].lora, sizeof cases[n].lora, "%s", p4 ? trim(p4 + 1) : "");
         snprintf(cases[n].name, sizeof cases[n].name, "%s", trim(line));
         snprintf(cases[n].args, sizeof cases[n].args, "%s", trim(p1 + 1));
         snprintf(cases[n].prompt, sizeof cases[n].prompt, "%s", trim(p2 + 1));
