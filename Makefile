@@ -3,7 +3,7 @@
 
 CC      ?= gcc
 BUILD   ?= build
-PKGS    := libpcre2-8 jansson libmicrohttpd sqlite3
+PKGS    := libpcre2-8 jansson libmicrohttpd sqlite3 libcurl libedit
 OPT     ?= -O2
 ARCHFLAGS ?= -march=x86-64-v2
 CFLAGS_BASE := -std=c11 -D_GNU_SOURCE -Wall -Wextra -Werror -Wno-unused-parameter -g -Isrc \
@@ -13,7 +13,7 @@ ALL_CFLAGS := $(CFLAGS_BASE) $(OPT) $(ARCHFLAGS) $(CFLAGS) $(SAN)
 LIBS    := $(shell pkg-config --libs $(PKGS) 2>/dev/null) -lpthread -lm
 TEST_LIBS := -lcmocka
 
-LIB_SRC := $(wildcard src/base/*.c src/engine/*.c src/proto/*.c src/server/*.c)
+LIB_SRC := $(wildcard src/base/*.c src/engine/*.c src/proto/*.c src/server/*.c src/client/*.c src/router/*.c)
 CLI_SRC := $(wildcard src/cli/*.c)
 LIB_OBJ := $(LIB_SRC:%.c=$(BUILD)/%.o)
 CLI_OBJ := $(CLI_SRC:%.c=$(BUILD)/%.o)
@@ -21,7 +21,7 @@ TEST_SRC := $(wildcard tests/unit/test_*.c)
 TEST_BIN := $(TEST_SRC:tests/unit/%.c=$(BUILD)/tests/%)
 
 DEB_PKGS := build-essential pkg-config libpcre2-dev libjansson-dev libcmocka-dev \
-            libmicrohttpd-dev libcurl4-openssl-dev libedit-dev libsqlite3-dev curl
+            libmicrohttpd-dev libcurl4-openssl-dev libedit-dev libsqlite3-dev curl tmux
 
 .PHONY: all test unit asan deps clean check-reference bench fixtures format run
 
@@ -41,6 +41,11 @@ $(BUILD)/shammah: $(CLI_OBJ) $(BUILD)/libshammah.a
 $(BUILD)/tests/%: tests/unit/%.c $(BUILD)/libshammah.a tests/unit/testutil.h
 	@mkdir -p $(dir $@)
 	$(CC) $(ALL_CFLAGS) -Itests -o $@ $< $(BUILD)/libshammah.a $(LIBS) $(TEST_LIBS)
+
+# test_tools also needs src/cli/tools.o, which is not in the library
+$(BUILD)/tests/test_tools: tests/unit/test_tools.c $(BUILD)/src/cli/tools.o $(BUILD)/libshammah.a tests/unit/testutil.h
+	@mkdir -p $(dir $@)
+	$(CC) $(ALL_CFLAGS) -Itests -o $@ $< $(BUILD)/src/cli/tools.o $(BUILD)/libshammah.a $(LIBS) $(TEST_LIBS)
 
 unit: $(TEST_BIN)
 

@@ -9,5 +9,12 @@ int cmd_info(int argc, char **argv);     /* cmd_info.c */
 int cmd_tokenize(int argc, char **argv); /* cmd_tokenize.c */
 int cmd_model(int argc, char **argv);    /* cmd_model.c: `shammah model synth ...` */
 int cmd_daemon(int argc, char **argv);   /* cmd_daemon.c */
+int cmd_query(int argc, char **argv);        /* cmd_query.c: one answer from the daemon */
+int cmd_daemon_start(int argc, char **argv); /* cmd_query.c */
+int cmd_daemon_stop(int argc, char **argv);  /* cmd_query.c */
+int cmd_daemon_status(int argc, char **argv); /* cmd_query.c */
+int cmd_repl(int argc, char **argv);         /* repl.c: `shammah` with no command */
+
+#define SHAMMAH_VERSION "0.1.0"
 
 #endif

@@ -17,19 +17,26 @@ static const command commands[] = {
     {"bench", cmd_bench, "measure prompt and generation throughput"},
     {"info", cmd_info, "describe a model file"},
     {"model", cmd_model, "model tools (synth: write a random-weight model)"},
+    {"repl", cmd_repl, "the interactive session (also `shammah` alone)"},
+    {"query", cmd_query, "ask the daemon one question; the answer goes to stdout"},
+    {"daemon-start", cmd_daemon_start, "start the daemon in the background"},
+    {"daemon-stop", cmd_daemon_stop, "stop the daemon"},
+    {"daemon-status", cmd_daemon_status, "show the daemon's pid, model, uptime, sessions"},
 };
 
 static void usage(FILE *f) {
-    fprintf(f, "usage: shammah <command> [options]\n\ncommands:\n");
+    fprintf(f, "usage: shammah                  (interactive session with the daemon)\n"
+               "       shammah <command> [options]\n\ncommands:\n");
     for (size_t i = 0; i < sizeof commands / sizeof commands[0]; i++)
-        fprintf(f, "  %-10s %s\n", commands[i].name, commands[i].help);
+        fprintf(f, "  %-14s %s\n", commands[i].name, commands[i].help);
     fprintf(f, "\n`shammah <command> --help` describes a command's options.\n");
 }
 
 int main(int argc, char **argv) {
-    if (argc < 2) {
-        usage(stderr);
-        return 2;
+    if (argc < 2) return cmd_repl(argc, argv);
+    if (!strcmp(argv[1], "--version") || !strcmp(argv[1], "-V")) {
+        printf("shammah %s\n", SHAMMAH_VERSION);
+        return 0;
     }
     if (!strcmp(argv[1], "-h") || !strcmp(argv[1], "--help") || !strcmp(argv[1], "help")) {
         usage(stdout);
