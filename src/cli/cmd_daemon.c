@@ -94,7 +94,10 @@ int cmd_daemon(int argc, char **argv) {
                      .n_api_keys = cfg.server.n_api_keys,
                      .max_sessions = cfg.server.max_sessions,
                      .session_idle_minutes = cfg.server.session_idle_minutes,
-                     .insecure_no_auth = insecure};
+                     .insecure_no_auth = insecure,
+                     .backend_disabled = !cfg.backend.enabled,
+                     .teachers = cfg.teachers,
+                     .n_teachers = cfg.n_teachers};
     if (!*model) fprintf(stderr, "shammah daemon: no model configured: requests will get 503\n");
     int rc = server_run(&o);
     config_free(&cfg);

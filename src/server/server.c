@@ -29,6 +29,8 @@
 #include "proto/anthropic.h"
 #include "proto/conv.h"
 #include "proto/openai.h"
+#include "router/router.h"
+#include "router/teacher.h"
 #include "server/local.h"
 #include "server/metrics.h"
 #include "server/pidfile.h"
@@ -61,6 +63,7 @@ typedef struct {
     int loader_started;
     atomic_uint_fast64_t ids;
     sessions *sess;
+    router *rt;
 } srv;
 
 /* ---- per-request state ---- */
@@ -71,6 +74,7 @@ typedef struct {
     int too_big;
     const char *endpoint; /* metrics label */
     int status;
+    char route[160]; /* x-shammah-route: "local" or "teacher:<name>" */
 } req_ctx;
 
 static const char *route_label(const char *url) {
@@ -107,8 +111,8 @@ static int local_origin(const char *o) {
     return 0;
 }
 
-static void common_headers(struct MHD_Response *r, struct MHD_Connection *c) {
-    MHD_add_response_header(r, "x-shammah-route", "local");
+static void common_headers(struct MHD_Response *r, struct MHD_Connection *c, const char *route) {
+    MHD_add_response_header(r, "x-shammah-route", route && *route ? route : "local");
     const char *origin = MHD_lookup_connection_value(c, MHD_HEADER_KIND, "Origin");
     if (local_origin(origin)) {
         MHD_add_response_header(r, "Access-Control-Allow-Origin", origin);
@@ -130,7 +134,7 @@ static enum MHD_Result send_buf(struct MHD_Connection *c, req_ctx *rc, int statu
         MHD_create_response_from_buffer(len, (void *)body, MHD_RESPMEM_MUST_COPY);
     if (!r) return MHD_NO;
     if (status != 204) MHD_add_response_header(r, "Content-Type", type);
-    common_headers(r, c);
+    common_headers(r, c, rc->route);
     enum MHD_Result ret = MHD_queue_response(c, (unsigned)status, r);
     MHD_destroy_response(r);
     rc->status = status;
@@ -426,6 +430,9 @@ static char *new_id(srv *s, const char *prefix) {
     return id;
 }
 
+static enum MHD_Result teacher_answer(srv *s, struct MHD_Connection *c, req_ctx *rc, int dialect,
+                                      conv_request *req, int first, int count);
+
 typedef struct {
     const char *id;
     char *prefix; /* owned until handed to the gen */
@@ -441,6 +448,13 @@ static enum MHD_Result generate(srv *s, struct MHD_Connection *c, req_ctx *rc, i
                                         NULL, "%s", sh_error_last());
         local_req_free(&lr);
         return r;
+    }
+    if (lr.p.n_prompt >= s->n_ctx && !turn) {
+        router_decision d;
+        if (router_fallback(s->rt, req, &d) == 1) { /* rule 4: a teacher can take it */
+            local_req_free(&lr);
+            return teacher_answer(s, c, rc, dialect, req, d.first, d.count);
+        }
     }
     if (lr.p.n_prompt >= s->n_ctx) {
         enum MHD_Result r = send_errorf(
@@ -496,6 +510,7 @@ static enum MHD_Result generate(srv *s, struct MHD_Connection *c, req_ctx *rc, i
     }
     st = sched_submit(s->sc, &lr.p, &g->job);
     local_req_free(&lr);
+    router_count_route(s->rt, "local");
     if (st) {
         gen_free(g);
         return send_errorf(c, rc, dialect, st == SH_ERANGE ? CONV_ERR_INVALID : CONV_ERR_UNAVAILABLE,
@@ -511,7 +526,7 @@ static enum MHD_Result generate(srv *s, struct MHD_Connection *c, req_ctx *rc, i
         metrics_stream(s->met, +1);
         MHD_add_response_header(r, "Content-Type", "text/event-stream");
         MHD_add_response_header(r, "Cache-Control", "no-cache");
-        common_headers(r, c);
+        common_headers(r, c, rc->route);
         enum MHD_Result ret = MHD_queue_response(c, MHD_HTTP_OK, r);
         MHD_destroy_response(r);
         rc->status = 200;
@@ -539,6 +554,202 @@ static enum MHD_Result generate(srv *s, struct MHD_Connection *c, req_ctx *rc, i
         ret = send_buf(c, rc, 200, "application/json", g->out.p ? g->out.p : "{}", g->out.len);
     gen_free(g);
     return ret;
+}
+
+/* ---- teachers ---- */
+
+/* A request answered by the teacher chain. Streaming: a worker thread runs the chain and
+ * encodes its events into a bounded buffer that the connection drains; a full buffer makes
+ * the worker wait (backpressure), a client that leaves cancels the transfer. */
+typedef struct {
+    srv *s;
+    conv_request req; /* owned (moved from the handler) */
+    int first, count;
+    int dialect;
+    void *enc;
+    int (*enc_event)(void *enc, const conv_event *ev);
+    int (*enc_finish)(void *enc);
+    void (*enc_free)(void *enc);
+    pthread_t th;
+    int started;
+    pthread_mutex_t mu;
+    pthread_cond_t cv;
+    conv_buf out;
+    size_t out_off;
+    int events, done, gone;
+    teacher_result res;
+} tgen;
+
+#define TGEN_BUFFER (1u << 20) /* encoded bytes waiting for the client */
+
+static int tgen_write(void *user, const char *data, size_t len) {
+    tgen *t = user; /* called with t->mu held */
+    return conv_buf_append(&t->out, data, len);
+}
+
+static int tgen_event(void *user, const conv_event *ev) {
+    tgen *t = user;
+    pthread_mutex_lock(&t->mu);
+    while (!t->gone && t->out.len - t->out_off > TGEN_BUFFER / 2) pthread_cond_wait(&t->cv, &t->mu);
+    if (!t->gone) {
+        t->enc_event(t->enc, ev);
+        t->events++;
+        pthread_cond_broadcast(&t->cv);
+    }
+    int gone = t->gone;
+    pthread_mutex_unlock(&t->mu);
+    return gone;
+}
+
+static int tgen_canceled(void *user) {
+    tgen *t = user;
+    pthread_mutex_lock(&t->mu);
+    int g = t->gone;
+    pthread_mutex_unlock(&t->mu);
+    return g;
+}
+
+static void *tgen_main(void *arg) {
+    tgen *t = arg;
+    teacher_opts o;
+    teacher_opts_default(&o);
+    o.canceled = tgen_canceled;
+    o.cancel_user = t;
+    teacher_chain_generate(&t->s->o.teachers[t->first], t->count, &t->req, &o, tgen_event, t, &t->res);
+    pthread_mutex_lock(&t->mu);
+    if (t->events > 0 && !t->gone) t->enc_finish(t->enc);
+    t->done = 1;
+    pthread_cond_broadcast(&t->cv);
+    pthread_mutex_unlock(&t->mu);
+    return NULL;
+}
+
+static void tgen_free(tgen *t) {
+    if (t->started) {
+        pthread_mutex_lock(&t->mu);
+        t->gone = 1;
+        pthread_cond_broadcast(&t->cv);
+        pthread_mutex_unlock(&t->mu);
+        pthread_join(t->th, NULL);
+    }
+    if (t->enc) t->enc_free(t->enc);
+    conv_buf_free(&t->out);
+    conv_request_free(&t->req);
+    pthread_cond_destroy(&t->cv);
+    pthread_mutex_destroy(&t->mu);
+    free(t);
+}
+
+static ssize_t tgen_read(void *cls, uint64_t pos, char *buf, size_t max) {
+    tgen *t = cls;
+    (void)pos;
+    pthread_mutex_lock(&t->mu);
+    while (t->out_off == t->out.len && !t->done) pthread_cond_wait(&t->cv, &t->mu);
+    ssize_t n;
+    if (t->out_off == t->out.len) {
+        n = MHD_CONTENT_READER_END_OF_STREAM;
+    } else {
+        size_t k = t->out.len - t->out_off;
+        if (k > max) k = max;
+        memcpy(buf, t->out.p + t->out_off, k);
+        t->out_off += k;
+        if (t->out_off == t->out.len) t->out_off = t->out.len = 0;
+        pthread_cond_broadcast(&t->cv);
+        n = (ssize_t)k;
+    }
+    pthread_mutex_unlock(&t->mu);
+    return n;
+}
+
+static void tgen_stream_free(void *cls) {
+    tgen *t = cls;
+    metrics_stream(t->s->met, -1);
+    tgen_free(t);
+}
+
+/* Answers req (ownership taken: *req is left zeroed) with teachers[first, first + count). */
+static enum MHD_Result teacher_answer(srv *s, struct MHD_Connection *c, req_ctx *rc, int dialect,
+                                      conv_request *req, int first, int count) {
+    tgen *t = calloc(1, sizeof *t);
+    if (!t) return MHD_NO;
+    t->s = s;
+    t->req = *req;
+    conv_request_zero(req);
+    t->first = first;
+    t->count = count;
+    t->dialect = dialect;
+    pthread_mutex_init(&t->mu, NULL);
+    pthread_cond_init(&t->cv, NULL);
+    conv_buf_init(&t->out, SRV_OUTPUT_MAX);
+    const char *model = t->req.model ? t->req.model : s->o.teachers[first].model;
+    char *id = new_id(s, dialect == DIALECT_ANTHROPIC ? "msg_" : t->req.api == CONV_API_COMPLETION ? "cmpl-" : "chatcmpl-");
+    if (dialect == DIALECT_ANTHROPIC) {
+        anthropic_enc_opts ao = {.stream = t->req.stream, .model = model, .id = id ? id : "msg_0"};
+        t->enc = anthropic_enc_new(&ao, tgen_write, t);
+        t->enc_event = enc_anthropic_event;
+        t->enc_finish = enc_anthropic_finish;
+        t->enc_free = enc_anthropic_free;
+    } else {
+        openai_enc_opts oo = {.api = t->req.api, .stream = t->req.stream, .include_usage = t->req.include_usage,
+                              .model = model, .id = id ? id : "chatcmpl-0", .created = (int64_t)time(NULL)};
+        t->enc = openai_enc_new(&oo, tgen_write, t);
+        t->enc_event = enc_openai_event;
+        t->enc_finish = enc_openai_finish;
+        t->enc_free = enc_openai_free;
+    }
+    free(id);
+    if (!t->enc || pthread_create(&t->th, NULL, tgen_main, t) != 0) {
+        tgen_free(t);
+        return MHD_NO;
+    }
+    t->started = 1;
+    /* wait for the first event (then the answer is under way) or the end of the chain */
+    pthread_mutex_lock(&t->mu);
+    while (t->events == 0 && !t->done) pthread_cond_wait(&t->cv, &t->mu);
+    int failed = t->events == 0;
+    int streaming = t->req.stream && !failed;
+    if (!streaming && !failed)
+        while (!t->done) pthread_cond_wait(&t->cv, &t->mu);
+    pthread_mutex_unlock(&t->mu);
+    snprintf(rc->route, sizeof rc->route, "teacher:%s", t->res.teacher);
+    router_count_route(s->rt, rc->route);
+    if (failed) {
+        pthread_join(t->th, NULL);
+        t->started = 0;
+        proto_error e;
+        proto_error_set(&e, t->res.error_kind, NULL, "%s", t->res.error[0] ? t->res.error : "no teacher answered");
+        enum MHD_Result r = send_error(c, rc, dialect, &e);
+        tgen_free(t);
+        return r;
+    }
+    if (!streaming) {
+        enum MHD_Result r = send_buf(c, rc, 200, "application/json", t->out.p ? t->out.p : "{}", t->out.len);
+        tgen_free(t);
+        return r;
+    }
+    struct MHD_Response *r = MHD_create_response_from_callback(MHD_SIZE_UNKNOWN, 16384, tgen_read, t, tgen_stream_free);
+    if (!r) {
+        tgen_free(t);
+        return MHD_NO;
+    }
+    metrics_stream(s->met, +1);
+    MHD_add_response_header(r, "Content-Type", "text/event-stream");
+    MHD_add_response_header(r, "Cache-Control", "no-cache");
+    common_headers(r, c, rc->route);
+    enum MHD_Result ret = MHD_queue_response(c, MHD_HTTP_OK, r);
+    MHD_destroy_response(r);
+    rc->status = 200;
+    return ret;
+}
+
+static router_local_state local_state(srv *s) {
+    if (s->o.backend_disabled) return ROUTER_LOCAL_DISABLED;
+    switch (model_state(s, NULL, 0)) {
+    case MODEL_READY: return ROUTER_LOCAL_READY;
+    case MODEL_LOADING: return ROUTER_LOCAL_LOADING;
+    case MODEL_FAILED: return ROUTER_LOCAL_FAILED;
+    default: return ROUTER_LOCAL_ABSENT;
+    }
 }
 
 /* ---- sessions ---- */
@@ -680,8 +891,16 @@ static enum MHD_Result route_generate(srv *s, struct MHD_Connection *c, req_ctx 
     else if (count_only) st = anthropic_decode_count_tokens(body, rc->len, &req, &err);
     else st = anthropic_decode_messages(body, rc->len, &req, &err);
     enum MHD_Result ret;
+    router_decision d;
+    memset(&d, 0, sizeof d);
+    if (!st && !count_only) router_decide(s->rt, &req, local_state(s), &d);
     if (st) {
         ret = send_error(c, rc, dialect, &err);
+    } else if (!count_only && d.kind == ROUTE_ERROR) {
+        router_count_route(s->rt, "error");
+        ret = send_errorf(c, rc, dialect, d.error_kind, NULL, "%s", d.error);
+    } else if (!count_only && d.kind == ROUTE_TEACHER) {
+        ret = teacher_answer(s, c, rc, dialect, &req, d.first, d.count);
     } else if (model_state(s, NULL, 0) != MODEL_READY) {
         ret = unavailable(s, c, rc, dialect);
     } else if (count_only) {
@@ -738,9 +957,14 @@ static enum MHD_Result route_get(srv *s, struct MHD_Connection *c, req_ctx *rc, 
                             .model_ready = st == MODEL_READY};
         char *text = metrics_render(s->met, &g);
         if (!text) return MHD_NO;
-        enum MHD_Result r =
-            send_buf(c, rc, 200, "text/plain; version=0.0.4", text, strlen(text));
+        conv_buf b;
+        conv_buf_init(&b, 16u << 20);
+        conv_buf_puts(&b, text);
         free(text);
+        router_metrics(s->rt, &b);
+        enum MHD_Result r =
+            send_buf(c, rc, 200, "text/plain; version=0.0.4", b.p ? b.p : "", b.len);
+        conv_buf_free(&b);
         return r;
     }
     if (!strcmp(url, "/v1/status")) {
@@ -762,6 +986,8 @@ static enum MHD_Result route_get(srv *s, struct MHD_Connection *c, req_ctx *rc, 
             (json_int_t)metrics_active_streams(s->met), "tokens", "prompt",
             (json_int_t)ss.prompt_tokens, "generated", (json_int_t)ss.generated_tokens, "cached",
             (json_int_t)ss.cached_tokens, "sessions", "active", (int)sessions_count(s->sess));
+        json_t *rj = router_stats_json(s->rt);
+        if (rj) json_object_set_new(j, "router", rj);
         return send_json(c, rc, 200, j);
     }
     return send_errorf(c, rc, DIALECT_OPENAI, CONV_ERR_NOT_FOUND, NULL, "no route for GET %s", url);
@@ -824,6 +1050,7 @@ static enum MHD_Result on_request(void *cls, struct MHD_Connection *c, const cha
     int dialect = dialect_of(url);
     int is_post = !strcmp(method, "POST"), is_get = !strcmp(method, "GET");
     if (!strcmp(method, "OPTIONS")) return send_buf(c, rc, 204, "text/plain", "", 0); /* CORS */
+    snprintf(rc->route, sizeof rc->route, "local");
     if (strcmp(url, "/health") != 0 && !authorized(s, c))
         return send_errorf(c, rc, dialect, CONV_ERR_AUTH, NULL, "invalid or missing API key");
     if (!strcmp(url, "/v1/chat/completions") || !strcmp(url, "/v1/completions") ||
@@ -930,7 +1157,14 @@ int server_run(const server_opts *o) {
         goto out;
     }
     sessions_purge(s->sess);
-    if (o->model_path && *o->model_path) {
+    if (teacher_global_init() || router_open(&s->rt, o->teachers, o->n_teachers, db_path, NULL)) {
+        fprintf(stderr, "shammah daemon: router: %s\n", sh_error_last());
+        goto out;
+    }
+    if (o->n_teachers)
+        fprintf(stderr, "shammah daemon: %d teacher(s) configured, first '%s'\n", o->n_teachers,
+                o->teachers[0].name);
+    if (o->model_path && *o->model_path && !o->backend_disabled) {
         const char *base = strrchr(o->model_path, '/');
         snprintf(s->model_name, sizeof s->model_name, "%s", base ? base + 1 : o->model_path);
         char *dot = strstr(s->model_name, ".gguf");
@@ -982,6 +1216,7 @@ out:
     model_free(s->m);
     metrics_free(s->met);
     sessions_close(s->sess);
+    router_close(s->rt);
     pidfile_release(&pf);
     pthread_mutex_destroy(&s->mu);
     free(s);

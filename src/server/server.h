@@ -6,6 +6,8 @@
 #include <stddef.h>
 #include <stdint.h>
 
+#include "base/config.h"
+
 typedef struct {
     const char *home;       /* SHAMMAH_HOME (exists) */
     const char *bind_host;  /* numeric address or "localhost" */
@@ -21,6 +23,9 @@ typedef struct {
     int max_sessions;         /* sessions kept (LRU beyond) */
     int session_idle_minutes; /* idle sessions expire */
     int insecure_no_auth;     /* allow a non-loopback bind without API keys */
+    int backend_disabled;     /* [backend] enabled = false: teachers only */
+    const sh_config_teacher *teachers; /* the fallback chain, in order (borrowed) */
+    int n_teachers;
 } server_opts;
 
 /* Runs the daemon in the foreground until SIGINT/SIGTERM. Returns the process exit code
