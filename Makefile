@@ -13,7 +13,7 @@ ALL_CFLAGS := $(CFLAGS_BASE) $(OPT) $(ARCHFLAGS) $(CFLAGS) $(SAN)
 LIBS    := $(shell pkg-config --libs $(PKGS) 2>/dev/null) -lpthread -lm
 TEST_LIBS := -lcmocka
 
-LIB_SRC := $(wildcard src/base/*.c src/engine/*.c src/proto/*.c src/server/*.c src/client/*.c src/router/*.c)
+LIB_SRC := $(wildcard src/base/*.c src/engine/*.c src/proto/*.c src/server/*.c src/client/*.c src/router/*.c src/train/*.c)
 CLI_SRC := $(wildcard src/cli/*.c)
 LIB_OBJ := $(LIB_SRC:%.c=$(BUILD)/%.o)
 CLI_OBJ := $(CLI_SRC:%.c=$(BUILD)/%.o)

@@ -16,6 +16,7 @@ static const command commands[] = {
     {"tokenize", cmd_tokenize, "print the token ids of a text"},
     {"bench", cmd_bench, "measure prompt and generation throughput"},
     {"info", cmd_info, "describe a model file"},
+    {"train", cmd_train, "train a LoRA adapter on weighted examples (JSONL)"},
     {"model", cmd_model, "model tools (synth: write a random-weight model)"},
     {"repl", cmd_repl, "the interactive session (also `shammah` alone)"},
     {"query", cmd_query, "ask the daemon one question; the answer goes to stdout"},
