@@ -17,51 +17,14 @@
 #include "engine/quant.h"
 
 #include <math.h>
+#include <pthread.h>
+#include <stdatomic.h>
+#include <stdlib.h>
 #include <string.h>
 #include <strings.h>
 
 #include "base/status.h"
-
-#define QK8_0 32
-#define QK4_0 32
-#define QK_K 256
-
-/* ---- block layouts (ggml's) ---- */
-typedef struct {
-    uint16_t d;
-    int8_t qs[QK8_0];
-} blk_q8_0;
-
-typedef struct {
-    uint16_t d;
-    uint8_t qs[QK4_0 / 2];
-} blk_q4_0;
-
-typedef struct {
-    uint16_t d;
-    uint16_t dmin;
-    uint8_t scales[12];
-    uint8_t qs[QK_K / 2];
-} blk_q4_k;
-
-typedef struct {
-    uint8_t ql[QK_K / 2];
-    uint8_t qh[QK_K / 4];
-    int8_t scales[QK_K / 16];
-    uint16_t d;
-} blk_q6_k;
-
-typedef struct {
-    float d;
-    int8_t qs[QK_K];
-    int16_t bsums[QK_K / 16];
-} blk_q8_k;
-
-_Static_assert(sizeof(blk_q8_0) == 34, "q8_0 layout");
-_Static_assert(sizeof(blk_q4_0) == 18, "q4_0 layout");
-_Static_assert(sizeof(blk_q4_k) == 144, "q4_K layout");
-_Static_assert(sizeof(blk_q6_k) == 210, "q6_K layout");
-_Static_assert(sizeof(blk_q8_k) == 292, "q8_K layout");
+#include "engine/quant_impl.h"
 
 /* ---- scalar conversions ---- */
 static uint32_t f32_bits(float f) {
@@ -705,69 +668,181 @@ uint32_t qt_vec_dot_type(uint32_t weight_type) {
     return t && t->dot ? t->dot_type : QT_F32;
 }
 
+/* ---- portable kernels of the generic level ---- */
+
+/* One row's dot per output, through the type table: the reference every level is tested
+ * against. */
+static void matmul_generic(uint32_t weight_type, const void *w, size_t rb, int64_t n, int64_t r0,
+                           int64_t r1, const void *act, size_t act_stride, int32_t n_tok, float *y,
+                           int64_t y_stride) {
+    dot_fn dot = types[weight_type].dot;
+    const uint8_t *row = (const uint8_t *)w + (size_t)r0 * rb;
+    for (int64_t r = r0; r < r1; r++, row += rb)
+        for (int32_t k = 0; k < n_tok; k++)
+            y[k * y_stride + r] = dot(row, (const uint8_t *)act + (size_t)k * act_stride, n);
+}
+
+/* The table holds plain function pointers, so each weight type gets a tiny wrapper. */
+#define MATMUL_GENERIC(T)                                                                      \
+    static void mm_generic_##T(const void *w, size_t rb, int64_t n, int64_t r0, int64_t r1,     \
+                               const void *act, size_t as, int32_t nt, float *y, int64_t ys) { \
+        matmul_generic(QT_##T, w, rb, n, r0, r1, act, as, nt, y, ys);                          \
+    }
+MATMUL_GENERIC(F32)
+MATMUL_GENERIC(F16)
+MATMUL_GENERIC(BF16)
+MATMUL_GENERIC(Q8_0)
+MATMUL_GENERIC(Q4_0)
+MATMUL_GENERIC(Q4_K)
+MATMUL_GENERIC(Q6_K)
+
+/* The 8 partial sums of dot_f32 (not fused, tail into the first, summed in order): an
+ * order the SIMD levels reproduce to the bit. Attention calls this per key, and tiny test
+ * models turned last-bit differences here into percent-level logit changes. */
+static float dot_f32_generic(const float *a, const float *b, int64_t n) {
+    return dot_f32(a, b, n);
+}
+
+static void axpy_f32_generic(float *y, float a, const float *x, int64_t n) {
+    for (int64_t i = 0; i < n; i++)
+        y[i] += a * x[i];
+}
+
+static void f16_to_f32_row_generic(const uint16_t *src, float *dst, int64_t n) {
+    for (int64_t i = 0; i < n; i++)
+        dst[i] = qt_f16_to_f32(src[i]);
+}
+
+static void f32_to_f16_row_generic(const float *src, uint16_t *dst, int64_t n) {
+    for (int64_t i = 0; i < n; i++)
+        dst[i] = qt_f32_to_f16(src[i]);
+}
+
+/* ---- instruction-set dispatch ---- */
+
+/* One kernel table per level, built once; a level starts as a copy of the one below, so a
+ * SIMD level only overrides what it implements. */
+static qti_kernels levels[QT_ISA_AVX512 + 1];
+static int isa_best = QT_ISA_GENERIC;
+static atomic_int isa_cur = QT_ISA_GENERIC;
+static pthread_once_t isa_once = PTHREAD_ONCE_INIT;
+/* The table in use, NULL until the first call; attention calls the float helpers per key,
+ * so the common path is a single load. */
+static _Atomic(const qti_kernels *) kern_cur;
+
+static void isa_init(void) {
+    qti_kernels *g = &levels[QT_ISA_GENERIC];
+    g->matmul[QT_F32] = mm_generic_F32;
+    g->matmul[QT_F16] = mm_generic_F16;
+    g->matmul[QT_BF16] = mm_generic_BF16;
+    g->matmul[QT_Q8_0] = mm_generic_Q8_0;
+    g->matmul[QT_Q4_0] = mm_generic_Q4_0;
+    g->matmul[QT_Q4_K] = mm_generic_Q4_K;
+    g->matmul[QT_Q6_K] = mm_generic_Q6_K;
+    for (int t = 0; t < QT_MAX_ID; t++)
+        g->act[t] = types[t].act;
+    g->dot_f32 = dot_f32_generic;
+    g->axpy_f32 = axpy_f32_generic;
+    g->f16_to_f32_row = f16_to_f32_row_generic;
+    g->f32_to_f16_row = f32_to_f16_row_generic;
+
+    isa_best = qti_x86_best();
+    for (int l = QT_ISA_AVX2; l <= isa_best; l++) {
+        levels[l] = levels[l - 1];
+        qti_x86_fill(l, &levels[l]);
+    }
+    int use = isa_best;
+    const char *env = getenv("SHAMMAH_ISA");
+    if (env) { /* a cap, never a raise: an unsupported level would fault */
+        int cap = strcasecmp(env, "generic") == 0 ? QT_ISA_GENERIC
+                  : strcasecmp(env, "avx2") == 0  ? QT_ISA_AVX2
+                                                  : QT_ISA_AVX512;
+        if (cap < use)
+            use = cap;
+    }
+    atomic_store(&isa_cur, use);
+    atomic_store(&kern_cur, &levels[use]);
+}
+
+
+static const qti_kernels *kern_slow(void) {
+    pthread_once(&isa_once, isa_init);
+    return atomic_load(&kern_cur);
+}
+
+static inline const qti_kernels *kern(void) {
+    const qti_kernels *k = atomic_load_explicit(&kern_cur, memory_order_acquire);
+    return k ? k : kern_slow();
+}
+
+int qt_isa(void) {
+    pthread_once(&isa_once, isa_init);
+    return atomic_load(&isa_cur);
+}
+
+int qt_isa_best(void) {
+    pthread_once(&isa_once, isa_init);
+    return isa_best;
+}
+
+int qt_set_isa(int isa) {
+    pthread_once(&isa_once, isa_init);
+    if (isa < QT_ISA_GENERIC)
+        isa = QT_ISA_GENERIC;
+    if (isa > isa_best)
+        isa = isa_best;
+    atomic_store(&isa_cur, isa);
+    atomic_store(&kern_cur, &levels[isa]);
+    return isa;
+}
+
+const char *qt_isa_name(int isa) {
+    return isa == QT_ISA_AVX512 ? "avx512" : isa == QT_ISA_AVX2 ? "avx2" : "generic";
+}
+
+/* ---- dispatched entry points ---- */
+
 void qt_prep_act(uint32_t weight_type, const float *x, void *buf, int64_t n) {
-    const type_info *a = info(qt_vec_dot_type(weight_type));
+    uint32_t at = qt_vec_dot_type(weight_type);
+    const type_info *a = info(at);
     if (!a || !a->act || n <= 0 || n % a->blk != 0)
         return;
-    a->act(x, buf, n);
+    kern()->act[at](x, buf, n);
 }
 
 float qt_vec_dot(uint32_t weight_type, const void *w_row, const void *act, int64_t n) {
     const type_info *t = info(weight_type);
     if (!t || !t->dot || n <= 0 || n % t->blk != 0)
         return 0.0f;
-    return t->dot(w_row, act, n);
+    float y = 0.0f;
+    kern()->matmul[weight_type](w_row, 0, n, 0, 1, act, 0, 1, &y, 0);
+    return y;
 }
-
-/* ---- matrix products and float rows (portable; SIMD levels override) ---- */
 
 void qt_matmul(uint32_t weight_type, const void *w, int64_t n, int64_t r0, int64_t r1,
                const void *act, size_t act_stride, int32_t n_tok, float *y, int64_t y_stride) {
     const type_info *t = info(weight_type);
-    if (!t || !t->dot || n <= 0 || n % t->blk != 0)
+    if (!t || !t->dot || n <= 0 || n % t->blk != 0 || r1 <= r0 || n_tok <= 0)
         return;
-    size_t rb = qt_row_bytes(weight_type, n);
-    const uint8_t *row = (const uint8_t *)w + (size_t)r0 * rb;
-    for (int64_t r = r0; r < r1; r++, row += rb)
-        for (int32_t k = 0; k < n_tok; k++)
-            y[k * y_stride + r] = t->dot(row, (const uint8_t *)act + (size_t)k * act_stride, n);
+    kern()->matmul[weight_type](w, qt_row_bytes(weight_type, n), n, r0, r1, act, act_stride,
+                                n_tok, y, y_stride);
 }
 
 float qt_dot_f32(const float *a, const float *b, int64_t n) {
-    float s = 0;
-    for (int64_t i = 0; i < n; i++)
-        s += a[i] * b[i];
-    return s;
+    return n > 0 ? kern()->dot_f32(a, b, n) : 0.0f;
 }
 
 void qt_axpy_f32(float *y, float a, const float *x, int64_t n) {
-    for (int64_t i = 0; i < n; i++)
-        y[i] += a * x[i];
+    if (n > 0)
+        kern()->axpy_f32(y, a, x, n);
 }
 
 void qt_f16_to_f32_row(const uint16_t *src, float *dst, int64_t n) {
-    for (int64_t i = 0; i < n; i++)
-        dst[i] = qt_f16_to_f32(src[i]);
+    if (n > 0)
+        kern()->f16_to_f32_row(src, dst, n);
 }
 
 void qt_f32_to_f16_row(const float *src, uint16_t *dst, int64_t n) {
-    for (int64_t i = 0; i < n; i++)
-        dst[i] = qt_f32_to_f16(src[i]);
-}
-
-int qt_isa(void) {
-    return QT_ISA_GENERIC;
-}
-
-int qt_isa_best(void) {
-    return QT_ISA_GENERIC;
-}
-
-int qt_set_isa(int isa) {
-    (void)isa;
-    return QT_ISA_GENERIC;
-}
-
-const char *qt_isa_name(int isa) {
-    return isa == QT_ISA_AVX512 ? "avx512" : isa == QT_ISA_AVX2 ? "avx2" : "generic";
+    if (n > 0)
+        kern()->f32_to_f16_row(src, dst, n);
 }

@@ -1,0 +1,78 @@
+/* quant_impl.h - internals shared by quant.c (types, portable kernels, dispatch) and
+ * quant_x86.c (SIMD kernels): ggml's block layouts and the kernel table an instruction-set
+ * level fills in. Not part of the engine's API: only quant*.c include it. */
+#ifndef SH_QUANT_IMPL_H
+#define SH_QUANT_IMPL_H
+
+#include <stddef.h>
+#include <stdint.h>
+
+#include "engine/quant.h"
+
+#define QK8_0 32
+#define QK4_0 32
+#define QK_K 256
+
+/* ---- block layouts (ggml's) ---- */
+typedef struct {
+    uint16_t d;
+    int8_t qs[QK8_0];
+} blk_q8_0;
+
+typedef struct {
+    uint16_t d;
+    uint8_t qs[QK4_0 / 2];
+} blk_q4_0;
+
+typedef struct {
+    uint16_t d;
+    uint16_t dmin;
+    uint8_t scales[12];
+    uint8_t qs[QK_K / 2];
+} blk_q4_k;
+
+typedef struct {
+    uint8_t ql[QK_K / 2];
+    uint8_t qh[QK_K / 4];
+    int8_t scales[QK_K / 16];
+    uint16_t d;
+} blk_q6_k;
+
+typedef struct {
+    float d;
+    int8_t qs[QK_K];
+    int16_t bsums[QK_K / 16];
+} blk_q8_k;
+
+_Static_assert(sizeof(blk_q8_0) == 34, "q8_0 layout");
+_Static_assert(sizeof(blk_q4_0) == 18, "q4_0 layout");
+_Static_assert(sizeof(blk_q4_k) == 144, "q4_K layout");
+_Static_assert(sizeof(blk_q6_k) == 210, "q6_K layout");
+_Static_assert(sizeof(blk_q8_k) == 292, "q8_K layout");
+
+/* ---- kernel table ---- */
+/* Rows r in [r0, r1) of w (rows rb bytes apart, n elements) times n_tok prepared activation
+ * rows (act_stride bytes apart): y[t * y_stride + r]. n > 0, a multiple of the block. */
+typedef void (*qti_matmul_fn)(const void *w, size_t rb, int64_t n, int64_t r0, int64_t r1,
+                              const void *act, size_t act_stride, int32_t n_tok, float *y,
+                              int64_t y_stride);
+/* Converts x[0..n) to an activation row; n > 0, a multiple of the block. */
+typedef void (*qti_act_fn)(const float *x, void *dst, int64_t n);
+
+typedef struct {
+    qti_matmul_fn matmul[QT_MAX_ID]; /* by weight type */
+    qti_act_fn act[QT_MAX_ID];       /* by vec-dot (activation) type */
+    float (*dot_f32)(const float *a, const float *b, int64_t n);
+    void (*axpy_f32)(float *y, float a, const float *x, int64_t n);
+    void (*f16_to_f32_row)(const uint16_t *src, float *dst, int64_t n);
+    void (*f32_to_f16_row)(const float *src, uint16_t *dst, int64_t n);
+} qti_kernels;
+
+/* Best level the CPU supports among those this build has kernels for (QT_ISA_GENERIC on
+ * non-x86 builds). Calls no quant.c function, so quant.c may call it during its init. */
+int qti_x86_best(void);
+/* Overwrites the entries of k that level isa (QT_ISA_AVX2 or QT_ISA_AVX512) implements;
+ * the rest are left as they are (k starts as a copy of the level below). */
+void qti_x86_fill(int isa, qti_kernels *k);
+
+#endif

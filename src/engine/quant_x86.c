@@ -1,0 +1,1817 @@
+/* quant_x86.c - AVX2 and AVX-512 kernels for quant.c's kernel table, chosen at run time.
+ *
+ * The build targets x86-64-v2, so each kernel carries its own target (GCC pragmas) and is
+ * only installed after the CPU reported the features. Two levels:
+ *   avx2:   AVX2 + FMA + F16C; 8-bit dots with vpmaddubsw (+ sign tricks).
+ *   avx512: AVX-512 F/BW/VL/DQ + VNNI (vpdpbusd, vpdpwssd); BF16 dots with vdpbf16ps when
+ *           the CPU has AVX512-BF16.
+ *
+ * Three shapes of matrix product:
+ *   - decode (one token): one weight row at a time. Interleaving several row streams halved
+ *     the memory bandwidth on the test machine (its prefetchers follow one stream well), so
+ *     the activation side is prepared once per call and each row costs only its own bytes.
+ *   - few tokens: tiles of RM rows x RN tokens with RM*RN accumulators; rows outer so the
+ *     rows stay in L1 while every token passes (256-bit integer template, both levels).
+ *   - prompts (avx512, Q8_0/Q4_0/Q4_K): 16 weight rows repacked per vector lane, token
+ *     activations broadcast; no horizontal sums, ~4x fewer instructions per product.
+ * Integer parts are exact (the portable code's integers). Float sums are reordered in the
+ * decode/tile kernels; the K-quant kernels and the 16-row kernels keep the portable
+ * code's per-row float order, and the attention helpers are bit-identical at every level
+ * (tiny models turned last-bit differences into percent-level logit changes).
+ *
+ * The tile kernels are the same code at both levels except for the 8-bit dot itself, so
+ * that part of this file is a template: it includes itself once per level (QX_TEMPLATE)
+ * with QX() naming the level's copy. */
+#ifndef QX_TEMPLATE
+
+#include "engine/quant_impl.h"
+
+#if defined(__x86_64__) && defined(__GNUC__)
+
+#include <immintrin.h>
+#include <string.h>
+
+/* ---- CPU detection ---- */
+static int has_avx512bf16(void) {
+    return __builtin_cpu_supports("avx512bf16");
+}
+
+int qti_x86_best(void) {
+    __builtin_cpu_init();
+    int avx2 = __builtin_cpu_supports("avx2") && __builtin_cpu_supports("fma") &&
+               __builtin_cpu_supports("f16c");
+    if (!avx2) return QT_ISA_GENERIC;
+    /* libgcc also checks that the OS saves the ZMM state before reporting avx512f */
+    int avx512 = __builtin_cpu_supports("avx512f") && __builtin_cpu_supports("avx512bw") &&
+                 __builtin_cpu_supports("avx512vl") && __builtin_cpu_supports("avx512dq") &&
+                 __builtin_cpu_supports("avx512vnni");
+    return avx512 ? QT_ISA_AVX512 : QT_ISA_AVX2;
+}
+
+/* ---- tiling driver (no SIMD of its own) ---- */
+/* A tile: rows [0, RM) of w x tokens [0, RN) of act into y[t * ys + r]; RM, RN are fixed
+ * per function so the accumulators live in registers. */
+typedef void (*tile_fn)(const uint8_t *w, size_t rb, const uint8_t *act, size_t as, int64_t n,
+                        float *y, int64_t ys);
+
+typedef struct {
+    int mr, nr;      /* full tile */
+    tile_fn full[4]; /* [rn - 1]: mr rows x rn tokens */
+    tile_fn one[4];  /* [rn - 1]: 1 row x rn tokens, for the last rows */
+} tile_set;
+
+static void run_tiles(const tile_set *ts, const void *w, size_t rb, int64_t n, int64_t r0,
+                      int64_t r1, const void *act, size_t as, int32_t nt, float *y, int64_t ys) {
+    const uint8_t *wb = w, *ab = act;
+    for (int64_t r = r0; r < r1;) {
+        int full = r1 - r >= ts->mr;
+        const tile_fn *fns = full ? ts->full : ts->one;
+        if (nt > ts->nr && r + ts->mr < r1) {
+            /* The first token tile reads mr rows side by side, a pattern the hardware
+             * prefetchers follow poorly; ask for the next rows while these compute. */
+            const char *nx = (const char *)wb + (size_t)(r + ts->mr) * rb;
+            size_t len = (size_t)ts->mr * rb;
+            for (size_t off = 0; off < len; off += 64) _mm_prefetch(nx + off, _MM_HINT_T1);
+        }
+        for (int32_t t = 0; t < nt; t += ts->nr) {
+            int rn = nt - t < ts->nr ? nt - t : ts->nr;
+            fns[rn - 1](wb + (size_t)r * rb, rb, ab + (size_t)t * as, as, n, y + t * ys + r, ys);
+        }
+        r += full ? ts->mr : 1;
+    }
+}
+
+/* Instantiation: tile functions from an always-inline template tmpl(RM, RN, ...), and the
+ * sets built from them (the extra macro levels let QX(...) names expand before pasting). */
+#define QX_TILE_(tmpl, pre, RM, RN)                                                                \
+    static void pre##_##RM##x##RN(const uint8_t *w, size_t rb, const uint8_t *a, size_t as,        \
+                                  int64_t n, float *y, int64_t ys) {                               \
+        tmpl(RM, RN, w, rb, a, as, n, y, ys);                                                      \
+    }
+#define QX_TILE(tmpl, pre, RM, RN) QX_TILE_(tmpl, pre, RM, RN)
+
+/* decode set: MR x 1 */
+#define QX_SET1_(tmpl, pre, MR)                                                                    \
+    QX_TILE(tmpl, pre, MR, 1)                                                                      \
+    QX_TILE(tmpl, pre, 1, 1)                                                                       \
+    static const tile_set pre##_set = {MR, 1, {pre##_##MR##x1}, {pre##_1x1}};
+#define QX_SET1(tmpl, pre, MR) QX_SET1_(tmpl, pre, MR)
+
+/* decode set of single rows: one weight stream at a time, which the hardware prefetchers
+ * follow at full bandwidth (interleaving 4 row streams halved it on the test machine) */
+#define QX_SETR_(tmpl, pre)                                                                        \
+    QX_TILE(tmpl, pre, 1, 1)                                                                       \
+    static const tile_set pre##_set = {1, 1, {pre##_1x1}, {pre##_1x1}};
+#define QX_SETR(tmpl, pre) QX_SETR_(tmpl, pre)
+
+#define QX_SET2_(tmpl, pre, MR)                                                                    \
+    QX_TILE(tmpl, pre, MR, 1)                                                                      \
+    QX_TILE(tmpl, pre, MR, 2)                                                                      \
+    QX_TILE(tmpl, pre, 1, 1)                                                                       \
+    QX_TILE(tmpl, pre, 1, 2)                                                                       \
+    static const tile_set pre##_set = {                                                            \
+        MR, 2, {pre##_##MR##x1, pre##_##MR##x2}, {pre##_1x1, pre##_1x2}};
+#define QX_SET2(tmpl, pre, MR) QX_SET2_(tmpl, pre, MR)
+
+#define QX_SET3_(tmpl, pre, MR)                                                                    \
+    QX_TILE(tmpl, pre, MR, 1)                                                                      \
+    QX_TILE(tmpl, pre, MR, 2)                                                                      \
+    QX_TILE(tmpl, pre, MR, 3)                                                                      \
+    QX_TILE(tmpl, pre, 1, 1)                                                                       \
+    QX_TILE(tmpl, pre, 1, 2)                                                                       \
+    QX_TILE(tmpl, pre, 1, 3)                                                                       \
+    static const tile_set pre##_set = {MR,                                                         \
+                                       3,                                                          \
+                                       {pre##_##MR##x1, pre##_##MR##x2, pre##_##MR##x3},           \
+                                       {pre##_1x1, pre##_1x2, pre##_1x3}};
+#define QX_SET3(tmpl, pre, MR) QX_SET3_(tmpl, pre, MR)
+
+#define QX_SET4_(tmpl, pre, MR)                                                                    \
+    QX_TILE(tmpl, pre, MR, 1)                                                                      \
+    QX_TILE(tmpl, pre, MR, 2)                                                                      \
+    QX_TILE(tmpl, pre, MR, 3)                                                                      \
+    QX_TILE(tmpl, pre, MR, 4)                                                                      \
+    QX_TILE(tmpl, pre, 1, 1)                                                                       \
+    QX_TILE(tmpl, pre, 1, 2)                                                                       \
+    QX_TILE(tmpl, pre, 1, 3)                                                                       \
+    QX_TILE(tmpl, pre, 1, 4)                                                                       \
+    static const tile_set pre##_set = {                                                            \
+        MR,                                                                                        \
+        4,                                                                                         \
+        {pre##_##MR##x1, pre##_##MR##x2, pre##_##MR##x3, pre##_##MR##x4},                          \
+        {pre##_1x1, pre##_1x2, pre##_1x3, pre##_1x4}};
+#define QX_SET4(tmpl, pre, MR) QX_SET4_(tmpl, pre, MR)
+#define QX_SET_(tmpl, pre, MR, NR) QX_SET##NR(tmpl, pre, MR)
+#define QX_SET(tmpl, pre, MR, NR) QX_SET_(tmpl, pre, MR, NR)
+
+/* A matmul entry: the decode set for one token, the prompt set otherwise. */
+#define QX_MATMUL_(name, dec, pp)                                                                  \
+    static void name(const void *w, size_t rb, int64_t n, int64_t r0, int64_t r1, const void *act, \
+                     size_t as, int32_t nt, float *y, int64_t ys) {                                \
+        run_tiles(nt == 1 ? &dec##_set : &pp##_set, w, rb, n, r0, r1, act, as, nt, y, ys);         \
+    }
+#define QX_MATMUL(name, dec, pp) QX_MATMUL_(name, dec, pp)
+
+#ifndef QX_PF
+#define QX_PF 512
+#endif
+#define AI static inline __attribute__((always_inline))
+/* Tiles index small arrays of vectors with loop counters: only full unrolling lets them
+ * live in registers, and -O2 does not unroll on its own; hence the unroll pragmas. */
+
+/* ================================ AVX2 level ================================ */
+#pragma GCC push_options
+#pragma GCC target("avx2,fma,f16c")
+
+AI float hsum256(__m256 v) {
+    __m128 s = _mm_add_ps(_mm256_castps256_ps128(v), _mm256_extractf128_ps(v, 1));
+    s = _mm_add_ps(s, _mm_movehl_ps(s, s));
+    s = _mm_add_ss(s, _mm_movehdup_ps(s));
+    return _mm_cvtss_f32(s);
+}
+
+AI int32_t hsum256_epi32(__m256i v) {
+    __m128i s = _mm_add_epi32(_mm256_castsi256_si128(v), _mm256_extracti128_si256(v, 1));
+    s = _mm_add_epi32(s, _mm_shuffle_epi32(s, 0x4e));
+    s = _mm_add_epi32(s, _mm_shuffle_epi32(s, 0xb1));
+    return _mm_cvtsi128_si32(s);
+}
+
+AI float f16_at(const uint8_t *p) {
+    uint16_t h;
+    memcpy(&h, p, 2);
+    return _cvtsh_ss(h);
+}
+
+AI float f32_at(const uint8_t *p) {
+    float f;
+    memcpy(&f, p, 4);
+    return f;
+}
+
+/* 32 floats -> 32 int8 rounded to nearest even with saturation, in order. */
+AI __m256i quant32(const float *x, __m256 scale) {
+    __m256i i0 = _mm256_cvtps_epi32(_mm256_mul_ps(_mm256_loadu_ps(x), scale));
+    __m256i i1 = _mm256_cvtps_epi32(_mm256_mul_ps(_mm256_loadu_ps(x + 8), scale));
+    __m256i i2 = _mm256_cvtps_epi32(_mm256_mul_ps(_mm256_loadu_ps(x + 16), scale));
+    __m256i i3 = _mm256_cvtps_epi32(_mm256_mul_ps(_mm256_loadu_ps(x + 24), scale));
+    __m256i ab = _mm256_packs_epi32(i0, i1);
+    __m256i cd = _mm256_packs_epi32(i2, i3);
+    __m256i q = _mm256_packs_epi16(ab, cd);
+    return _mm256_permutevar8x32_epi32(q, _mm256_setr_epi32(0, 4, 1, 5, 2, 6, 3, 7));
+}
+
+AI __m256 absmax8(__m256 m, __m256 v) {
+    return _mm256_max_ps(m, _mm256_andnot_ps(_mm256_set1_ps(-0.0f), v));
+}
+
+AI float hmax256(__m256 v) {
+    __m128 s = _mm_max_ps(_mm256_castps256_ps128(v), _mm256_extractf128_ps(v, 1));
+    s = _mm_max_ps(s, _mm_movehl_ps(s, s));
+    s = _mm_max_ss(s, _mm_movehdup_ps(s));
+    return _mm_cvtss_f32(s);
+}
+
+/* Q8_0 activations, bit-identical to quant.c's act_q8_0. */
+static void act_q8_0_avx2(const float *x, void *dst, int64_t n) {
+    blk_q8_0 *b = dst;
+    for (int64_t i = 0; i < n / QK8_0; i++, x += QK8_0) {
+        __m256 m = _mm256_setzero_ps();
+#pragma GCC unroll 16
+        for (int j = 0; j < 32; j += 8) m = absmax8(m, _mm256_loadu_ps(x + j));
+        float amax = hmax256(m);
+        b[i].d = _cvtss_sh(amax / 127.0f, _MM_FROUND_TO_NEAREST_INT);
+        float id = amax != 0 ? 127.0f / amax : 0.0f;
+        _mm256_storeu_si256((__m256i *)b[i].qs, quant32(x, _mm256_set1_ps(id)));
+    }
+}
+
+/* Q8_K activations, bit-identical to quant.c's q_q8_k. */
+static void act_q8_k_avx2(const float *x, void *dst, int64_t n) {
+    blk_q8_k *b = dst;
+    for (int64_t i = 0; i < n / QK_K; i++, x += QK_K) {
+        __m256 m = _mm256_setzero_ps();
+        for (int j = 0; j < QK_K; j += 8) m = absmax8(m, _mm256_loadu_ps(x + j));
+        float amax = hmax256(m);
+        if (amax == 0) {
+            memset(&b[i], 0, sizeof b[i]);
+            continue;
+        }
+        /* the portable code keeps the first element of largest magnitude (its sign) */
+        float max = 0;
+        for (int j = 0; j < QK_K; j++) {
+            if (__builtin_fabsf(x[j]) == amax) {
+                max = x[j];
+                break;
+            }
+        }
+        float iscale = -127.0f / max;
+        __m256 s = _mm256_set1_ps(iscale);
+        for (int j = 0; j < QK_K; j += 32) {
+            __m256i q = quant32(x + j, s);
+            _mm256_storeu_si256((__m256i *)(b[i].qs + j), q);
+            /* sums of each 16: widen to int16, pair-add, then finish the 8 pairs */
+            __m256i w0 = _mm256_cvtepi8_epi16(_mm256_castsi256_si128(q));
+            __m256i w1 = _mm256_cvtepi8_epi16(_mm256_extracti128_si256(q, 1));
+            __m256i s0 = _mm256_madd_epi16(w0, _mm256_set1_epi16(1));
+            __m256i s1 = _mm256_madd_epi16(w1, _mm256_set1_epi16(1));
+            b[i].bsums[j / 16] = (int16_t)hsum256_epi32(s0);
+            b[i].bsums[j / 16 + 1] = (int16_t)hsum256_epi32(s1);
+        }
+        b[i].d = 1 / iscale;
+    }
+}
+
+/* F16 activations (also the attention row helper): F16C rounds to nearest even like
+ * qt_f32_to_f16, NaNs included. */
+static void f32_to_f16_row_avx2(const float *x, uint16_t *h, int64_t n) {
+    int64_t i = 0;
+    for (; i + 8 <= n; i += 8)
+        _mm_storeu_si128((__m128i *)(h + i),
+                         _mm256_cvtps_ph(_mm256_loadu_ps(x + i), _MM_FROUND_TO_NEAREST_INT));
+    for (; i < n; i++) h[i] = qt_f32_to_f16(x[i]);
+}
+
+static void act_f16_avx2(const float *x, void *dst, int64_t n) {
+    f32_to_f16_row_avx2(x, dst, n);
+}
+
+/* BF16 activations: integer rounding, as quant.c's qt_f32_to_bf16. */
+static void act_bf16_avx2(const float *x, void *dst, int64_t n) {
+    uint16_t *h = dst;
+    int64_t i = 0;
+    const __m256i one = _mm256_set1_epi32(1), bias = _mm256_set1_epi32(0x7fff);
+    const __m256i absm = _mm256_set1_epi32(0x7fffffff), inf = _mm256_set1_epi32(0x7f800000);
+    for (; i + 16 <= n; i += 16) {
+        __m256i r[2];
+        for (int k = 0; k < 2; k++) {
+            __m256i u = _mm256_castps_si256(_mm256_loadu_ps(x + i + 8 * k));
+            __m256i nan = _mm256_cmpgt_epi32(_mm256_and_si256(u, absm), inf);
+            __m256i lsb = _mm256_and_si256(_mm256_srli_epi32(u, 16), one);
+            __m256i rnd = _mm256_srli_epi32(_mm256_add_epi32(_mm256_add_epi32(u, bias), lsb), 16);
+            __m256i qn = _mm256_or_si256(_mm256_srli_epi32(u, 16), _mm256_set1_epi32(0x40));
+            r[k] = _mm256_blendv_epi8(rnd, qn, nan);
+        }
+        __m256i p = _mm256_permute4x64_epi64(_mm256_packus_epi32(r[0], r[1]), 0xd8);
+        _mm256_storeu_si256((__m256i *)(h + i), p);
+    }
+    for (; i < n; i++) h[i] = qt_f32_to_bf16(x[i]);
+}
+
+/* ---- float rows ---- */
+/* Bit-identical to the portable dot_f32: 8 lanes, multiply then add, the tail into lane 0,
+ * lanes summed in order. */
+static float dot_f32_avx2(const float *a, const float *b, int64_t n) {
+    __m256 acc = _mm256_setzero_ps();
+    int64_t i = 0;
+    for (; i + 8 <= n; i += 8)
+        acc = _mm256_add_ps(acc, _mm256_mul_ps(_mm256_loadu_ps(a + i), _mm256_loadu_ps(b + i)));
+    float l[8];
+    _mm256_storeu_ps(l, acc);
+    for (; i < n; i++) l[0] += a[i] * b[i];
+    float s = 0;
+    for (int k = 0; k < 8; k++) s += l[k];
+    return s;
+}
+
+/* Multiply then add, not fused: the same roundings as the portable loop. */
+static void axpy_f32_avx2(float *y, float a, const float *x, int64_t n) {
+    __m256 va = _mm256_set1_ps(a);
+    int64_t i = 0;
+    for (; i + 8 <= n; i += 8)
+        _mm256_storeu_ps(y + i, _mm256_add_ps(_mm256_loadu_ps(y + i),
+                                              _mm256_mul_ps(va, _mm256_loadu_ps(x + i))));
+    for (; i < n; i++) y[i] += a * x[i];
+}
+
+static void f16_to_f32_row_avx2(const uint16_t *h, float *x, int64_t n) {
+    int64_t i = 0;
+    for (; i + 8 <= n; i += 8)
+        _mm256_storeu_ps(x + i, _mm256_cvtph_ps(_mm_loadu_si128((const __m128i *)(h + i))));
+    for (; i < n; i++) x[i] = qt_f16_to_f32(h[i]);
+}
+
+/* ---- float matmuls: 8 elements a step, a scalar tail ---- */
+#define F_F32 0
+#define F_F16 1
+#define F_BF16 2
+
+AI __m256 load8_avx2(int kind, const uint8_t *p) {
+    if (kind == F_F32) return _mm256_loadu_ps((const float *)p);
+    __m128i h = _mm_loadu_si128((const __m128i *)p);
+    if (kind == F_F16) return _mm256_cvtph_ps(h);
+    return _mm256_castsi256_ps(_mm256_slli_epi32(_mm256_cvtepu16_epi32(h), 16));
+}
+
+AI float load1(int kind, const uint8_t *p, int64_t i) {
+    if (kind == F_F32) return f32_at(p + 4 * i);
+    uint16_t h;
+    memcpy(&h, p + 2 * i, 2);
+    return kind == F_F16 ? qt_f16_to_f32(h) : qt_bf16_to_f32(h);
+}
+
+AI void fl_tile_avx2(int kind, int RM, int RN, const uint8_t *w, size_t rb, const uint8_t *act,
+                     size_t as, int64_t n, float *y, int64_t ys) {
+    const int es = kind == F_F32 ? 4 : 2;
+    __m256 acc[4][4];
+#pragma GCC unroll 16
+    for (int r = 0; r < RM; r++)
+#pragma GCC unroll 16
+        for (int t = 0; t < RN; t++) acc[r][t] = _mm256_setzero_ps();
+    int64_t i = 0;
+    for (; i + 8 <= n; i += 8) {
+        __m256 wv[4], av[4];
+#pragma GCC unroll 16
+        for (int r = 0; r < RM; r++) wv[r] = load8_avx2(kind, w + r * rb + i * es);
+#pragma GCC unroll 16
+        for (int t = 0; t < RN; t++) av[t] = load8_avx2(kind, act + t * as + i * es);
+#pragma GCC unroll 16
+        for (int r = 0; r < RM; r++)
+#pragma GCC unroll 16
+            for (int t = 0; t < RN; t++) acc[r][t] = _mm256_fmadd_ps(wv[r], av[t], acc[r][t]);
+    }
+#pragma GCC unroll 16
+    for (int r = 0; r < RM; r++)
+#pragma GCC unroll 16
+        for (int t = 0; t < RN; t++) {
+            float s = hsum256(acc[r][t]);
+            for (int64_t k = i; k < n; k++)
+                s += load1(kind, w + r * rb, k) * load1(kind, act + t * as, k);
+            y[t * ys + r] = s;
+        }
+}
+
+AI void f32_tile_avx2(int RM, int RN, const uint8_t *w, size_t rb, const uint8_t *a, size_t as,
+                      int64_t n, float *y, int64_t ys) {
+    fl_tile_avx2(F_F32, RM, RN, w, rb, a, as, n, y, ys);
+}
+AI void f16_tile_avx2(int RM, int RN, const uint8_t *w, size_t rb, const uint8_t *a, size_t as,
+                      int64_t n, float *y, int64_t ys) {
+    fl_tile_avx2(F_F16, RM, RN, w, rb, a, as, n, y, ys);
+}
+AI void bf16_tile_avx2(int RM, int RN, const uint8_t *w, size_t rb, const uint8_t *a, size_t as,
+                       int64_t n, float *y, int64_t ys) {
+    fl_tile_avx2(F_BF16, RM, RN, w, rb, a, as, n, y, ys);
+}
+
+QX_SETR(f32_tile_avx2, f32_avx2_dec)
+QX_SET(f32_tile_avx2, f32_avx2_pp, 3, 3)
+QX_MATMUL(mm_f32_avx2, f32_avx2_dec, f32_avx2_pp)
+QX_SETR(f16_tile_avx2, f16_avx2_dec)
+QX_SET(f16_tile_avx2, f16_avx2_pp, 3, 3)
+QX_MATMUL(mm_f16_avx2, f16_avx2_dec, f16_avx2_pp)
+QX_SETR(bf16_tile_avx2, bf16_avx2_dec)
+QX_SET(bf16_tile_avx2, bf16_avx2_pp, 3, 3)
+QX_MATMUL(mm_bf16_avx2, bf16_avx2_dec, bf16_avx2_pp)
+
+/* the integer kernels of this level */
+#define QX_TEMPLATE 1
+#define QX(name) name##_avx2
+#define QX_VNNI 0
+#define QX_MR 2 /* prompt tiles: 2 rows x 3 tokens fit AVX2's 16 registers */
+#define QX_NR 3
+#define QX_KMR 2
+#define QX_KNR 2
+#include "engine/quant_x86.c"
+#undef QX
+#undef QX_VNNI
+#undef QX_MR
+#undef QX_NR
+#undef QX_KMR
+#undef QX_KNR
+
+static void fill_avx2(qti_kernels *k) {
+    k->matmul[QT_F32] = mm_f32_avx2;
+    k->matmul[QT_F16] = mm_f16_avx2;
+    k->matmul[QT_BF16] = mm_bf16_avx2;
+    fill_int_avx2(k);
+    k->act[QT_Q8_0] = act_q8_0_avx2;
+    k->act[QT_Q8_K] = act_q8_k_avx2;
+    k->act[QT_F16] = act_f16_avx2;
+    k->act[QT_BF16] = act_bf16_avx2;
+    k->dot_f32 = dot_f32_avx2;
+    k->axpy_f32 = axpy_f32_avx2;
+    k->f16_to_f32_row = f16_to_f32_row_avx2;
+    k->f32_to_f16_row = f32_to_f16_row_avx2;
+}
+
+#pragma GCC pop_options
+
+/* ================================ AVX-512 level ================================ */
+#pragma GCC push_options
+#pragma GCC target("avx2,fma,f16c,avx512f,avx512bw,avx512vl,avx512dq,avx512vnni")
+
+AI __m512 load16_512(int kind, const uint8_t *p, __mmask16 m) {
+    if (kind == F_F32) return _mm512_maskz_loadu_ps(m, p);
+    __m256i h = _mm256_maskz_loadu_epi16(m, p);
+    if (kind == F_F16) return _mm512_cvtph_ps(h);
+    return _mm512_castsi512_ps(_mm512_slli_epi32(_mm512_cvtepu16_epi32(h), 16));
+}
+
+/* 16 elements a step; the tail is a masked step (masked loads do not fault). */
+AI void fl_tile_512(int kind, int RM, int RN, const uint8_t *w, size_t rb, const uint8_t *act,
+                    size_t as, int64_t n, float *y, int64_t ys) {
+    const int es = kind == F_F32 ? 4 : 2;
+    if (RM * RN == 1) { /* decode: four chains, or the fmadd latency is the limit */
+        __m512 s[4] = {_mm512_setzero_ps(), _mm512_setzero_ps(), _mm512_setzero_ps(),
+                       _mm512_setzero_ps()};
+        int64_t i = 0;
+        for (; i + 64 <= n; i += 64)
+#pragma GCC unroll 16
+            for (int u = 0; u < 4; u++)
+                s[u] = _mm512_fmadd_ps(load16_512(kind, w + (i + 16 * u) * es, 0xffff),
+                                       load16_512(kind, act + (i + 16 * u) * es, 0xffff), s[u]);
+        for (; i < n; i += 16) {
+            __mmask16 m = n - i >= 16 ? (__mmask16)0xffff : (__mmask16)((1u << (n - i)) - 1);
+            s[0] = _mm512_fmadd_ps(load16_512(kind, w + i * es, m),
+                                   load16_512(kind, act + i * es, m), s[0]);
+        }
+        y[0] = _mm512_reduce_add_ps(
+            _mm512_add_ps(_mm512_add_ps(s[0], s[1]), _mm512_add_ps(s[2], s[3])));
+        return;
+    }
+    __m512 acc[4][4];
+#pragma GCC unroll 16
+    for (int r = 0; r < RM; r++)
+#pragma GCC unroll 16
+        for (int t = 0; t < RN; t++) acc[r][t] = _mm512_setzero_ps();
+    for (int64_t i = 0; i < n; i += 16) {
+        __mmask16 m = n - i >= 16 ? (__mmask16)0xffff : (__mmask16)((1u << (n - i)) - 1);
+        __m512 wv[4], av[4];
+#pragma GCC unroll 16
+        for (int r = 0; r < RM; r++) wv[r] = load16_512(kind, w + r * rb + i * es, m);
+#pragma GCC unroll 16
+        for (int t = 0; t < RN; t++) av[t] = load16_512(kind, act + t * as + i * es, m);
+#pragma GCC unroll 16
+        for (int r = 0; r < RM; r++)
+#pragma GCC unroll 16
+            for (int t = 0; t < RN; t++) acc[r][t] = _mm512_fmadd_ps(wv[r], av[t], acc[r][t]);
+    }
+#pragma GCC unroll 16
+    for (int r = 0; r < RM; r++)
+#pragma GCC unroll 16
+        for (int t = 0; t < RN; t++) y[t * ys + r] = _mm512_reduce_add_ps(acc[r][t]);
+}
+
+AI void f32_tile_512(int RM, int RN, const uint8_t *w, size_t rb, const uint8_t *a, size_t as,
+                     int64_t n, float *y, int64_t ys) {
+    fl_tile_512(F_F32, RM, RN, w, rb, a, as, n, y, ys);
+}
+AI void f16_tile_512(int RM, int RN, const uint8_t *w, size_t rb, const uint8_t *a, size_t as,
+                     int64_t n, float *y, int64_t ys) {
+    fl_tile_512(F_F16, RM, RN, w, rb, a, as, n, y, ys);
+}
+AI void bf16_tile_512(int RM, int RN, const uint8_t *w, size_t rb, const uint8_t *a, size_t as,
+                      int64_t n, float *y, int64_t ys) {
+    fl_tile_512(F_BF16, RM, RN, w, rb, a, as, n, y, ys);
+}
+
+/* F16 decode: the activation row is widened to f32 once per call (in chunks on the
+ * stack), so each weight row costs one conversion and one fmadd per 16 elements. */
+#define F16_DEC_CHUNK 4096
+
+static void mm_dec_f16_512(const void *wv, size_t rb, int64_t n, int64_t r0, int64_t r1,
+                           const void *actv, float *y) {
+    const uint8_t *w = wv;
+    const uint16_t *act = actv;
+    float xa[F16_DEC_CHUNK];
+    for (int64_t k0 = 0; k0 < n; k0 += F16_DEC_CHUNK) {
+        int64_t kc = n - k0 < F16_DEC_CHUNK ? n - k0 : F16_DEC_CHUNK;
+        for (int64_t i = 0; i < kc; i += 16) {
+            __mmask16 m = kc - i >= 16 ? (__mmask16)0xffff : (__mmask16)((1u << (kc - i)) - 1);
+            _mm512_mask_storeu_ps(xa + i, m,
+                                  _mm512_cvtph_ps(_mm256_maskz_loadu_epi16(m, act + k0 + i)));
+        }
+        for (int64_t r = r0; r < r1; r++) {
+            const uint16_t *h = (const uint16_t *)(w + (size_t)r * rb) + k0;
+            __m512 s0 = _mm512_setzero_ps(), s1 = _mm512_setzero_ps(), s2 = _mm512_setzero_ps(),
+                   s3 = _mm512_setzero_ps();
+            int64_t i = 0;
+            for (; i + 64 <= kc; i += 64) {
+                s0 = _mm512_fmadd_ps(_mm512_cvtph_ps(_mm256_loadu_si256((const __m256i *)(h + i))),
+                                     _mm512_loadu_ps(xa + i), s0);
+                s1 = _mm512_fmadd_ps(
+                    _mm512_cvtph_ps(_mm256_loadu_si256((const __m256i *)(h + i + 16))),
+                    _mm512_loadu_ps(xa + i + 16), s1);
+                s2 = _mm512_fmadd_ps(
+                    _mm512_cvtph_ps(_mm256_loadu_si256((const __m256i *)(h + i + 32))),
+                    _mm512_loadu_ps(xa + i + 32), s2);
+                s3 = _mm512_fmadd_ps(
+                    _mm512_cvtph_ps(_mm256_loadu_si256((const __m256i *)(h + i + 48))),
+                    _mm512_loadu_ps(xa + i + 48), s3);
+            }
+            for (; i < kc; i += 16) {
+                __mmask16 m = kc - i >= 16 ? (__mmask16)0xffff : (__mmask16)((1u << (kc - i)) - 1);
+                s0 = _mm512_fmadd_ps(_mm512_cvtph_ps(_mm256_maskz_loadu_epi16(m, h + i)),
+                                     _mm512_maskz_loadu_ps(m, xa + i), s0);
+            }
+            float s =
+                _mm512_reduce_add_ps(_mm512_add_ps(_mm512_add_ps(s0, s1), _mm512_add_ps(s2, s3)));
+            y[r] = k0 == 0 ? s : y[r] + s;
+        }
+    }
+}
+
+QX_SETR(f32_tile_512, f32_512_dec)
+QX_SET(f32_tile_512, f32_512_pp, 4, 4)
+QX_MATMUL(mm_f32_512, f32_512_dec, f32_512_pp)
+QX_SET(f16_tile_512, f16_512_pp, 4, 4)
+
+static void mm_f16_512(const void *w, size_t rb, int64_t n, int64_t r0, int64_t r1, const void *act,
+                       size_t as, int32_t nt, float *y, int64_t ys) {
+    if (nt == 1)
+        mm_dec_f16_512(w, rb, n, r0, r1, act, y);
+    else
+        run_tiles(&f16_512_pp_set, w, rb, n, r0, r1, act, as, nt, y, ys);
+}
+QX_SETR(bf16_tile_512, bf16_512_dec)
+QX_SET(bf16_tile_512, bf16_512_pp, 4, 4)
+QX_MATMUL(mm_bf16_512, bf16_512_dec, bf16_512_pp)
+
+static void axpy_f32_512(float *y, float a, const float *x, int64_t n) {
+    __m512 va = _mm512_set1_ps(a);
+    for (int64_t i = 0; i < n; i += 16) {
+        __mmask16 m = n - i >= 16 ? (__mmask16)0xffff : (__mmask16)((1u << (n - i)) - 1);
+        __m512 v = _mm512_add_ps(_mm512_maskz_loadu_ps(m, y + i),
+                                 _mm512_mul_ps(va, _mm512_maskz_loadu_ps(m, x + i)));
+        _mm512_mask_storeu_ps(y + i, m, v);
+    }
+}
+
+#define QX(name) name##_avx512
+#define QX_VNNI 1
+#define QX_MR 4 /* 4 x 4 tiles: 16 accumulators of the 32 registers */
+#define QX_NR 4
+#define QX_KMR 4
+#define QX_KNR 2
+#include "engine/quant_x86.c"
+#undef QX
+#undef QX_VNNI
+#undef QX_MR
+#undef QX_NR
+#undef QX_KMR
+#undef QX_KNR
+
+/* ---- Q8_0 / Q4_0 with 512-bit vectors: two blocks a step ---- */
+/* Same integers as the 256-bit template (unsigned weights, -K * activation sums as the
+ * accumulator's start); each 256-bit half of a vector is one block with its own scale.
+ * A trailing odd block runs the same step with the upper halves zeroed. */
+AI __m512i load2_512(const uint8_t *p, size_t stride, int two) {
+    __m256i lo = _mm256_loadu_si256((const __m256i *)p);
+    if (!two) return _mm512_zextsi256_si512(lo);
+    return _mm512_inserti64x4(_mm512_castsi256_si512(lo),
+                              _mm256_loadu_si256((const __m256i *)(p + stride)), 1);
+}
+
+/* [scale of block 0] x 8, [scale of block 1 or 0] x 8 */
+AI __m512 scale2_512(const uint8_t *p, size_t stride, int two) {
+    uint16_t h0, h1 = 0;
+    memcpy(&h0, p, 2);
+    if (two) memcpy(&h1, p + stride, 2);
+    return _mm512_cvtph_ps(_mm256_set_m128i(_mm_set1_epi16((short)h1), _mm_set1_epi16((short)h0)));
+}
+
+/* The same for the nibble order of the decode kernel: 128-bit lanes hold block 0, block 1,
+ * block 0, block 1, so the scales repeat per 4 lanes: [d0 x4, d1 x4] twice. */
+AI __m512 scale2q4_512(const uint8_t *p, size_t stride, int two) {
+    uint16_t h0, h1 = 0;
+    memcpy(&h0, p, 2);
+    if (two) memcpy(&h1, p + stride, 2);
+    __m128i v = _mm_unpacklo_epi64(_mm_set1_epi16((short)h0), _mm_set1_epi16((short)h1));
+    return _mm512_cvtph_ps(_mm256_broadcastsi128_si256(v));
+}
+
+AI void q32_step_512(int kind, int RM, int RN, int two, const uint8_t *w, size_t rb,
+                     const uint8_t *act, size_t as, int64_t b, __m512 acc[4][4]) {
+    const size_t wbs = kind == QT_Q8_0 ? sizeof(blk_q8_0) : sizeof(blk_q4_0);
+    const __m512i kk = _mm512_set1_epi8(kind == QT_Q8_0 ? (char)0x80 : 8);
+    __m512i wq[4];
+    __m512 dw[4];
+#pragma GCC unroll 16
+    for (int r = 0; r < RM; r++) {
+        const uint8_t *p = w + r * rb + b * wbs;
+        dw[r] = scale2_512(p, wbs, two);
+        if (kind == QT_Q8_0) {
+            wq[r] = _mm512_xor_si512(load2_512(p + 2, wbs, two), kk);
+        } else {
+            const __m256i m4 = _mm256_set1_epi8(0x0f);
+            __m128i x0 = _mm_loadu_si128((const __m128i *)(p + 2));
+            __m128i x1 =
+                two ? _mm_loadu_si128((const __m128i *)(p + 2 + wbs)) : _mm_setzero_si128();
+            __m256i x = _mm256_set_m128i(x1, x0);
+            __m256i lo = _mm256_and_si256(x, m4),
+                    hi = _mm256_and_si256(_mm256_srli_epi16(x, 4), m4);
+            wq[r] = _mm512_permutex2var_epi64(_mm512_castsi256_si512(lo),
+                                              _mm512_setr_epi64(0, 1, 8, 9, 2, 3, 10, 11),
+                                              _mm512_castsi256_si512(hi));
+        }
+    }
+#pragma GCC unroll 16
+    for (int t = 0; t < RN; t++) {
+        const uint8_t *q = act + t * as + b * sizeof(blk_q8_0);
+        __m512 da = scale2_512(q, sizeof(blk_q8_0), two);
+        __m512i a = load2_512(q + 2, sizeof(blk_q8_0), two);
+        __m512i c = _mm512_sub_epi32(_mm512_setzero_si512(),
+                                     _mm512_dpbusd_epi32(_mm512_setzero_si512(), kk, a));
+#pragma GCC unroll 16
+        for (int r = 0; r < RM; r++) {
+            __m512i p = _mm512_dpbusd_epi32(c, wq[r], a);
+            acc[r][t] = _mm512_fmadd_ps(_mm512_cvtepi32_ps(p), _mm512_mul_ps(dw[r], da), acc[r][t]);
+        }
+    }
+}
+
+AI void q32_tile_512(int kind, int RM, int RN, const uint8_t *w, size_t rb, const uint8_t *act,
+                     size_t as, int64_t n, float *y, int64_t ys) {
+    const int64_t nb = n / QK8_0;
+    __m512 acc[4][4];
+#pragma GCC unroll 16
+    for (int r = 0; r < RM; r++)
+#pragma GCC unroll 16
+        for (int t = 0; t < RN; t++) acc[r][t] = _mm512_setzero_ps();
+    int64_t b = 0;
+    for (; b + 2 <= nb; b += 2) q32_step_512(kind, RM, RN, 1, w, rb, act, as, b, acc);
+    if (b < nb) q32_step_512(kind, RM, RN, 0, w, rb, act, as, b, acc);
+#pragma GCC unroll 16
+    for (int r = 0; r < RM; r++)
+#pragma GCC unroll 16
+        for (int t = 0; t < RN; t++) y[t * ys + r] = _mm512_reduce_add_ps(acc[r][t]);
+}
+
+AI void q8_0_tile_512(int RM, int RN, const uint8_t *w, size_t rb, const uint8_t *a, size_t as,
+                      int64_t n, float *y, int64_t ys) {
+    q32_tile_512(QT_Q8_0, RM, RN, w, rb, a, as, n, y, ys);
+}
+AI void q4_0_tile_512(int RM, int RN, const uint8_t *w, size_t rb, const uint8_t *a, size_t as,
+                      int64_t n, float *y, int64_t ys) {
+    q32_tile_512(QT_Q4_0, RM, RN, w, rb, a, as, n, y, ys);
+}
+
+/* Decode (one token): a single weight stream, so everything on the activation side -
+ * pairs of blocks, their scales, the -K * sums - is prepared once per call (in chunks of
+ * DEC_PAIRS block pairs on the stack) and each weight row costs only its own unpacking. */
+#define DEC_PAIRS 128
+
+AI void q32_dec_512(int kind, const uint8_t *w, size_t rb, int64_t n, int64_t r0, int64_t r1,
+                    const uint8_t *act, float *y) {
+    const size_t wbs = kind == QT_Q8_0 ? sizeof(blk_q8_0) : sizeof(blk_q4_0);
+    const size_t abs_ = sizeof(blk_q8_0);
+    const __m512i kk = _mm512_set1_epi8(kind == QT_Q8_0 ? (char)0x80 : 8);
+    const __m512i m4z = _mm512_set1_epi8(0x0f);
+    __m512i av[DEC_PAIRS], cv[DEC_PAIRS];
+    __m512 dav[DEC_PAIRS];
+    const int64_t nb = n / QK8_0;
+    for (int64_t b0 = 0; b0 < nb; b0 += 2 * DEC_PAIRS) {
+        int64_t nbc = nb - b0 < 2 * DEC_PAIRS ? nb - b0 : 2 * DEC_PAIRS;
+        int64_t np = (nbc + 1) / 2;
+        for (int64_t j = 0; j < np; j++) {
+            int two = 2 * j + 1 < nbc;
+            const uint8_t *q = act + (b0 + 2 * j) * abs_;
+            dav[j] = kind == QT_Q4_0 ? scale2q4_512(q, abs_, two) : scale2_512(q, abs_, two);
+            av[j] = load2_512(q + 2, abs_, two);
+            if (kind == QT_Q4_0) /* to the weights' nibble order: lows of both, then highs */
+                av[j] = _mm512_permutexvar_epi64(_mm512_setr_epi64(0, 1, 4, 5, 2, 3, 6, 7), av[j]);
+            cv[j] = _mm512_sub_epi32(_mm512_setzero_si512(),
+                                     _mm512_dpbusd_epi32(_mm512_setzero_si512(), kk, av[j]));
+        }
+        for (int64_t r = r0; r < r1; r++) {
+            const uint8_t *p = w + (size_t)r * rb + b0 * wbs;
+            __m512 acc0 = _mm512_setzero_ps(), acc1 = _mm512_setzero_ps();
+            for (int64_t j = 0; j < np; j++, p += 2 * wbs) {
+                int two = 2 * j + 1 < nbc;
+                __m512i wq;
+                __m512 dw;
+                if (kind == QT_Q8_0) {
+                    wq = _mm512_xor_si512(two ? load2_512(p + 2, wbs, 1) : load2_512(p + 2, wbs, 0),
+                                          kk);
+                } else {
+                    __m128i x0 = _mm_loadu_si128((const __m128i *)(p + 2));
+                    __m128i x1 =
+                        two ? _mm_loadu_si128((const __m128i *)(p + 2 + wbs)) : _mm_setzero_si128();
+                    __m256i x = _mm256_set_m128i(x1, x0);
+                    wq = _mm512_and_si512(
+                        _mm512_inserti64x4(_mm512_castsi256_si512(x), _mm256_srli_epi16(x, 4), 1),
+                        m4z);
+                }
+                if (kind == QT_Q4_0)
+                    dw = two ? scale2q4_512(p, wbs, 1) : scale2q4_512(p, wbs, 0);
+                else
+                    dw = two ? scale2_512(p, wbs, 1) : scale2_512(p, wbs, 0);
+                __m512i pr = _mm512_dpbusd_epi32(cv[j], wq, av[j]);
+                /* two accumulators: consecutive fmadds need not wait for each other */
+                if (j & 1)
+                    acc1 = _mm512_fmadd_ps(_mm512_cvtepi32_ps(pr), _mm512_mul_ps(dw, dav[j]), acc1);
+                else
+                    acc0 = _mm512_fmadd_ps(_mm512_cvtepi32_ps(pr), _mm512_mul_ps(dw, dav[j]), acc0);
+            }
+            float s = _mm512_reduce_add_ps(_mm512_add_ps(acc0, acc1));
+            y[r] = b0 == 0 ? s : y[r] + s;
+        }
+    }
+}
+
+static void mm_dec_q8_0_512(const void *w, size_t rb, int64_t n, int64_t r0, int64_t r1,
+                            const void *act, float *y) {
+    q32_dec_512(QT_Q8_0, w, rb, n, r0, r1, act, y);
+}
+static void mm_dec_q4_0_512(const void *w, size_t rb, int64_t n, int64_t r0, int64_t r1,
+                            const void *act, float *y) {
+    q32_dec_512(QT_Q4_0, w, rb, n, r0, r1, act, y);
+}
+
+QX_SET(q8_0_tile_512, q8_0_512_pp, 4, 4)
+QX_SET(q4_0_tile_512, q4_0_512_pp, 4, 4)
+
+/* ---- Q8_0 / Q4_0 prompt kernel: 16 weight rows per vector ---- */
+/* For several tokens the tiles above spend 4 instructions per 64 multiply-adds. Here the
+ * lanes of a vector are 16 rows: 16 rows are repacked once (unsigned quants, dword g of
+ * every row's block in vector g: an 8x8 dword transpose per 256-bit half) and each token's
+ * activation dwords are broadcast, so a block of 16 rows x 1 token is 8 vpdpbusd plus
+ * the scaling, with no horizontal sums. Per row the float order is the portable code's:
+ * sum += (float)isum * (dw * da), so results equal the generic level's. */
+#define PK_BLOCKS 256 /* blocks per pass over k (8192 elements) */
+#define PK_TOKENS 64  /* tokens whose sums and scales are prepared together */
+#define PK_RT 8       /* tokens per inner tile */
+#ifndef PK_MIN_TOKENS
+#define PK_MIN_TOKENS 4 /* fewer tokens: the repacking would not pay */
+#endif
+
+typedef struct {
+    __m512i q[PK_BLOCKS][8]; /* q[b][g] lane j: bytes 4g..4g+3 of row j's block b, unsigned */
+    __m512 d[PK_BLOCKS];     /* lane j: row j's scale of block b (0 for missing rows) */
+    int32_t corr[PK_TOKENS][PK_BLOCKS]; /* -K * sum of the token's block */
+    float da[PK_TOKENS][PK_BLOCKS];
+} pk_buf;
+
+#define PK4K_BLOCKS 32 /* blocks per pass over k (8192 elements) */
+
+typedef struct {
+    __m512i q[PK4K_BLOCKS][8][8]; /* [b][sub-block j][dword g] lane r: row r's 4 quants */
+    __m512i sc[PK4K_BLOCKS][8];   /* int32 lanes: sc_j of each row */
+    __m512i m2[PK4K_BLOCKS][4];   /* int16 pairs per lane: m_2p, m_2p+1 */
+    __m512 d[PK4K_BLOCKS], dmin[PK4K_BLOCKS];
+    int32_t bs2[PK_TOKENS][PK4K_BLOCKS][4]; /* int16 pairs: bsum2_2p, bsum2_2p+1 */
+    float da[PK_TOKENS][PK4K_BLOCKS];
+} pk4k_buf;
+
+typedef struct {
+    __m512i q[PK4K_BLOCKS][8][8]; /* [b][32-element group 4h+k][dword g] lane r: 4 quants */
+    __m512i sc[PK4K_BLOCKS][16];  /* int32 lanes: sub-block scale of each row */
+    __m512i sc2[PK4K_BLOCKS][8];  /* int16 pairs per lane: sc_2p, sc_2p+1 */
+    __m512 d[PK4K_BLOCKS];
+    int32_t bs[PK_TOKENS][PK4K_BLOCKS][8]; /* int16 pairs: bsum_2p, bsum_2p+1 */
+    float da[PK_TOKENS][PK4K_BLOCKS];
+} pk6k_buf;
+
+/* Per thread, reused: no allocation on the hot path (the pool's threads and the caller's).
+ * One kernel runs at a time per thread, so the layouts share the space. */
+static _Thread_local union {
+    pk_buf q8;
+    pk4k_buf q4k;
+    pk6k_buf q6k;
+} pk_tls;
+
+AI void pk_repack(int kind, pk_buf *pk, const uint8_t *w, size_t rb, int rows, int64_t b0,
+                  int64_t nbc) {
+    const size_t wbs = kind == QT_Q8_0 ? sizeof(blk_q8_0) : sizeof(blk_q4_0);
+    const __m512i k80 = _mm512_set1_epi8((char)0x80);
+    const __m256i m4 = _mm256_set1_epi8(0x0f);
+    const __m512i lohi = _mm512_setr_epi64(0, 1, 8, 9, 2, 3, 10, 11);
+    const __m512i sel0 = _mm512_setr_epi64(0, 1, 8, 9, 4, 5, 12, 13);
+    const __m512i sel1 = _mm512_setr_epi64(2, 3, 10, 11, 6, 7, 14, 15);
+    for (int64_t b = 0; b < nbc; b++) {
+        __m512i z[8];
+        uint16_t dh[16];
+        for (int j = 0; j < 16; j++) {
+            if (j < rows)
+                memcpy(&dh[j], w + (size_t)j * rb + (size_t)(b0 + b) * wbs, 2);
+            else
+                dh[j] = 0;
+        }
+        pk->d[b] = _mm512_cvtph_ps(_mm256_loadu_si256((const __m256i *)dh));
+#pragma GCC unroll 16
+        for (int k = 0; k < 8; k++) {
+            /* z[k] = [row k | row k + 8]; missing rows read row 0 again (their scale is 0) */
+            const uint8_t *p0 = w + (size_t)(k < rows ? k : 0) * rb + (size_t)(b0 + b) * wbs + 2;
+            const uint8_t *p1 =
+                w + (size_t)(k + 8 < rows ? k + 8 : 0) * rb + (size_t)(b0 + b) * wbs + 2;
+            if (kind == QT_Q8_0) {
+                __m512i v = _mm512_inserti64x4(
+                    _mm512_castsi256_si512(_mm256_loadu_si256((const __m256i *)p0)),
+                    _mm256_loadu_si256((const __m256i *)p1), 1);
+                z[k] = _mm512_xor_si512(v, k80);
+            } else {
+                __m256i x = _mm256_set_m128i(_mm_loadu_si128((const __m128i *)p1),
+                                             _mm_loadu_si128((const __m128i *)p0));
+                __m256i lo = _mm256_and_si256(x, m4);
+                __m256i hi = _mm256_and_si256(_mm256_srli_epi16(x, 4), m4);
+                z[k] = _mm512_permutex2var_epi64(_mm512_castsi256_si512(lo), lohi,
+                                                 _mm512_castsi256_si512(hi));
+            }
+        }
+        /* 8x8 dword transpose inside each 256-bit half */
+        __m512i t[8], u[8];
+#pragma GCC unroll 16
+        for (int k = 0; k < 8; k += 2) {
+            t[k] = _mm512_unpacklo_epi32(z[k], z[k + 1]);
+            t[k + 1] = _mm512_unpackhi_epi32(z[k], z[k + 1]);
+        }
+#pragma GCC unroll 16
+        for (int k = 0; k < 8; k += 4) {
+            u[k] = _mm512_unpacklo_epi64(t[k], t[k + 2]);
+            u[k + 1] = _mm512_unpackhi_epi64(t[k], t[k + 2]);
+            u[k + 2] = _mm512_unpacklo_epi64(t[k + 1], t[k + 3]);
+            u[k + 3] = _mm512_unpackhi_epi64(t[k + 1], t[k + 3]);
+        }
+#pragma GCC unroll 16
+        for (int g = 0; g < 4; g++) {
+            pk->q[b][g] = _mm512_permutex2var_epi64(u[g], sel0, u[g + 4]);
+            pk->q[b][g + 4] = _mm512_permutex2var_epi64(u[g], sel1, u[g + 4]);
+        }
+    }
+}
+
+AI void pk_tokens(int kind, int RT, const pk_buf *pk, int t0, const uint8_t *act, size_t as,
+                  int64_t b0, int64_t nbc, int rows, int first, float *y, int64_t ys) {
+    __m512 acc[PK_RT];
+#pragma GCC unroll 16
+    for (int t = 0; t < RT; t++) acc[t] = _mm512_setzero_ps();
+    for (int64_t b = 0; b < nbc; b++) {
+        __m512i p[PK_RT];
+        const uint8_t *q[PK_RT];
+#pragma GCC unroll 16
+        for (int t = 0; t < RT; t++) {
+            p[t] = _mm512_set1_epi32(pk->corr[t0 + t][b]);
+            q[t] = act + (size_t)t * as + (size_t)(b0 + b) * sizeof(blk_q8_0) + 2;
+        }
+#pragma GCC unroll 16
+        for (int g = 0; g < 8; g++) {
+            __m512i wv = _mm512_load_si512(&pk->q[b][g]);
+#pragma GCC unroll 16
+            for (int t = 0; t < RT; t++) {
+                int32_t a4;
+                memcpy(&a4, q[t] + 4 * g, 4);
+                p[t] = _mm512_dpbusd_epi32(p[t], wv, _mm512_set1_epi32(a4));
+            }
+        }
+        __m512 d = _mm512_load_ps(&pk->d[b]);
+#pragma GCC unroll 16
+        for (int t = 0; t < RT; t++) {
+            __m512 s = _mm512_mul_ps(d, _mm512_set1_ps(pk->da[t0 + t][b]));
+            acc[t] = _mm512_add_ps(acc[t], _mm512_mul_ps(_mm512_cvtepi32_ps(p[t]), s));
+        }
+    }
+    __mmask16 m = rows >= 16 ? (__mmask16)0xffff : (__mmask16)((1u << rows) - 1);
+#pragma GCC unroll 16
+    for (int t = 0; t < RT; t++) {
+        float *yt = y + (t0 + t) * ys;
+        __m512 v = first ? acc[t] : _mm512_add_ps(_mm512_maskz_loadu_ps(m, yt), acc[t]);
+        _mm512_mask_storeu_ps(yt, m, v);
+    }
+}
+
+AI void q32_pk_512(int kind, const uint8_t *w, size_t rb, int64_t n, int64_t r0, int64_t r1,
+                   const uint8_t *act, size_t as, int32_t nt, float *y, int64_t ys) {
+    pk_buf *pk = &pk_tls.q8;
+    const int K = kind == QT_Q8_0 ? 128 : 8;
+    const int64_t nb = n / QK8_0;
+    for (int64_t b0 = 0; b0 < nb; b0 += PK_BLOCKS) {
+        int64_t nbc = nb - b0 < PK_BLOCKS ? nb - b0 : PK_BLOCKS;
+        for (int32_t tg = 0; tg < nt; tg += PK_TOKENS) {
+            int ntg = nt - tg < PK_TOKENS ? nt - tg : PK_TOKENS;
+            const uint8_t *ag = act + (size_t)tg * as;
+            for (int t = 0; t < ntg; t++)
+                for (int64_t b = 0; b < nbc; b++) {
+                    const uint8_t *q = ag + (size_t)t * as + (size_t)(b0 + b) * sizeof(blk_q8_0);
+                    __m256i s = _mm256_madd_epi16(
+                        _mm256_maddubs_epi16(_mm256_set1_epi8(1),
+                                             _mm256_loadu_si256((const __m256i *)(q + 2))),
+                        _mm256_set1_epi16(1));
+                    pk->corr[t][b] = -K * hsum256_epi32(s);
+                    pk->da[t][b] = f16_at(q);
+                }
+            for (int64_t r = r0; r < r1; r += 16) {
+                int rows = r1 - r < 16 ? (int)(r1 - r) : 16;
+                pk_repack(kind, pk, w + (size_t)r * rb, rb, rows, b0, nbc);
+                float *yr = y + tg * ys + r;
+                int t = 0;
+                for (; t + PK_RT <= ntg; t += PK_RT)
+                    pk_tokens(kind, PK_RT, pk, t, ag + (size_t)t * as, as, b0, nbc, rows, b0 == 0,
+                              yr, ys);
+                switch (ntg - t) {
+#define PK_CASE(k)                                                                                 \
+    case k:                                                                                        \
+        pk_tokens(kind, k, pk, t, ag + (size_t)t * as, as, b0, nbc, rows, b0 == 0, yr, ys);        \
+        break;
+                    PK_CASE(1)
+                    PK_CASE(2)
+                    PK_CASE(3)
+                    PK_CASE(4)
+                    PK_CASE(5)
+                    PK_CASE(6)
+                    PK_CASE(7)
+#undef PK_CASE
+                default:
+                    break;
+                }
+            }
+        }
+    }
+}
+
+static void mm_pk_q8_0_512(const void *w, size_t rb, int64_t n, int64_t r0, int64_t r1,
+                           const void *act, size_t as, int32_t nt, float *y, int64_t ys) {
+    q32_pk_512(QT_Q8_0, w, rb, n, r0, r1, act, as, nt, y, ys);
+}
+static void mm_pk_q4_0_512(const void *w, size_t rb, int64_t n, int64_t r0, int64_t r1,
+                           const void *act, size_t as, int32_t nt, float *y, int64_t ys) {
+    q32_pk_512(QT_Q4_0, w, rb, n, r0, r1, act, as, nt, y, ys);
+}
+
+static void mm_q8_0_512(const void *w, size_t rb, int64_t n, int64_t r0, int64_t r1,
+                        const void *act, size_t as, int32_t nt, float *y, int64_t ys) {
+    if (nt == 1)
+        mm_dec_q8_0_512(w, rb, n, r0, r1, act, y);
+    else if (nt >= PK_MIN_TOKENS)
+        mm_pk_q8_0_512(w, rb, n, r0, r1, act, as, nt, y, ys);
+    else
+        run_tiles(&q8_0_512_pp_set, w, rb, n, r0, r1, act, as, nt, y, ys);
+}
+
+static void mm_q4_0_512(const void *w, size_t rb, int64_t n, int64_t r0, int64_t r1,
+                        const void *act, size_t as, int32_t nt, float *y, int64_t ys) {
+    if (nt == 1)
+        mm_dec_q4_0_512(w, rb, n, r0, r1, act, y);
+    else if (nt >= PK_MIN_TOKENS)
+        mm_pk_q4_0_512(w, rb, n, r0, r1, act, as, nt, y, ys);
+    else
+        run_tiles(&q4_0_512_pp_set, w, rb, n, r0, r1, act, as, nt, y, ys);
+}
+
+/* ---- Q4_K decode with 512-bit vectors ---- */
+/* One row at a time (one stream). The activations are rearranged once per call so that a
+ * 64-byte load of quants lines up: quants 64 bytes = chunks c, c+1, whose low nibbles are
+ * sub-blocks 2c, 2c+2 and high nibbles 2c+1, 2c+3. Float order per block as the portable
+ * code (see the 256-bit template). */
+#define Q4K_DEC_BLOCKS 32
+
+AI __m128i q4k_scales_sse(const uint8_t *sc12) {
+    /* 12 packed bytes -> sc[0..7] (bytes 0..7) and m[0..7] (bytes 8..15), as the scalar
+     * word trick in the template: dword0 = u0 & k1, dword1 = (u2 & k2) | ((u0 >> 6) & k3) << 4,
+     * dword2 = u1 & k1, dword3 = ((u2 >> 4) & k2) | ((u1 >> 6) & k3) << 4 */
+    /* 16 bytes: the scales and 4 bytes of the quants that follow them in the block (unused);
+     * a copy to a 12-byte buffer first would stall on store forwarding */
+    __m128i v = _mm_loadu_si128((const __m128i *)sc12);
+    __m128i a = _mm_shuffle_epi32(v, _MM_SHUFFLE(2, 1, 2, 0)); /* u0 u2 u1 u2 */
+    __m128i b = _mm_shuffle_epi32(v, _MM_SHUFFLE(1, 1, 0, 0)); /* u0 u0 u1 u1 */
+    __m128i lo = _mm_and_si128(_mm_srlv_epi32(a, _mm_setr_epi32(0, 0, 0, 4)),
+                               _mm_setr_epi32(0x3f3f3f3f, 0x0f0f0f0f, 0x3f3f3f3f, 0x0f0f0f0f));
+    __m128i hi = _mm_slli_epi32(
+        _mm_and_si128(_mm_srli_epi32(b, 6), _mm_setr_epi32(0, 0x03030303, 0, 0x03030303)), 4);
+    return _mm_or_si128(lo, hi);
+}
+
+AI void q4k_dec_512(const uint8_t *w, size_t rb, int64_t n, int64_t r0, int64_t r1,
+                    const uint8_t *act, float *y) {
+    const __m512i m4 = _mm512_set1_epi8(0x0f);
+    /* int16 splat of scale byte j in 128-bit lanes 0-1, byte k in lanes 2-3 */
+#define Q4K_SPL(j, k)                                                                              \
+    _mm512_setr_epi32(                                                                             \
+        0x80008000 | (j) << 16 | (j), 0x80008000 | (j) << 16 | (j), 0x80008000 | (j) << 16 | (j),  \
+        0x80008000 | (j) << 16 | (j), 0x80008000 | (j) << 16 | (j), 0x80008000 | (j) << 16 | (j),  \
+        0x80008000 | (j) << 16 | (j), 0x80008000 | (j) << 16 | (j), 0x80008000 | (k) << 16 | (k),  \
+        0x80008000 | (k) << 16 | (k), 0x80008000 | (k) << 16 | (k), 0x80008000 | (k) << 16 | (k),  \
+        0x80008000 | (k) << 16 | (k), 0x80008000 | (k) << 16 | (k), 0x80008000 | (k) << 16 | (k),  \
+        0x80008000 | (k) << 16 | (k))
+    const __m512i spl[4] = {Q4K_SPL(0, 2), Q4K_SPL(1, 3), Q4K_SPL(4, 6), Q4K_SPL(5, 7)};
+#undef Q4K_SPL
+    __m512i av[Q4K_DEC_BLOCKS][4];
+    __m128i bs2[Q4K_DEC_BLOCKS];
+    float da[Q4K_DEC_BLOCKS];
+    const int64_t nb = n / QK_K;
+    for (int64_t b0 = 0; b0 < nb; b0 += Q4K_DEC_BLOCKS) {
+        int64_t nbc = nb - b0 < Q4K_DEC_BLOCKS ? nb - b0 : Q4K_DEC_BLOCKS;
+        for (int64_t j = 0; j < nbc; j++) {
+            const blk_q8_k *a = (const blk_q8_k *)act + b0 + j;
+            for (int k = 0; k < 4; k++) {
+                /* k: (sub-blocks 4(k/2) + (k&1), and + 2) = elements 128(k/2) + 32(k&1) + 0/64 */
+                const int8_t *q = a->qs + 128 * (k / 2) + 32 * (k & 1);
+                av[j][k] = _mm512_inserti64x4(
+                    _mm512_castsi256_si512(_mm256_loadu_si256((const __m256i *)q)),
+                    _mm256_loadu_si256((const __m256i *)(q + 64)), 1);
+            }
+            __m256i bs = _mm256_loadu_si256((const __m256i *)a->bsums);
+            __m256i pr = _mm256_madd_epi16(bs, _mm256_set1_epi16(1)); /* 8 pair sums, int32 */
+            bs2[j] = _mm_packs_epi32(_mm256_castsi256_si128(pr), _mm256_extracti128_si256(pr, 1));
+            da[j] = a->d;
+        }
+        for (int64_t r = r0; r < r1; r++) {
+            const blk_q4_k *x = (const blk_q4_k *)(w + (size_t)r * rb) + b0;
+            float sum = 0.0f;
+            for (int64_t j = 0; j < nbc; j++, x++) {
+                __m128i u = q4k_scales_sse(x->scales);
+                __m512i U = _mm512_broadcast_i32x4(u);
+                __m512i x0 = _mm512_loadu_si512(x->qs), x1 = _mm512_loadu_si512(x->qs + 64);
+                __m512i q[4] = {
+                    _mm512_and_si512(x0, m4), _mm512_and_si512(_mm512_srli_epi16(x0, 4), m4),
+                    _mm512_and_si512(x1, m4), _mm512_and_si512(_mm512_srli_epi16(x1, 4), m4)};
+                __m512i is = _mm512_setzero_si512();
+#pragma GCC unroll 16
+                for (int k = 0; k < 4; k++)
+                    is = _mm512_dpwssd_epi32(is, _mm512_maddubs_epi16(q[k], av[j][k]),
+                                             _mm512_shuffle_epi8(U, spl[k]));
+                __m128i mm = _mm_madd_epi16(_mm_cvtepu8_epi16(_mm_srli_si128(u, 8)), bs2[j]);
+                mm = _mm_add_epi32(mm, _mm_shuffle_epi32(mm, 0x4e));
+                mm = _mm_add_epi32(mm, _mm_shuffle_epi32(mm, 0xb1));
+                int32_t isum = _mm512_reduce_add_epi32(is), msum = _mm_cvtsi128_si32(mm);
+                sum += _cvtsh_ss(x->d) * da[j] * (float)isum;
+                sum -= _cvtsh_ss(x->dmin) * da[j] * (float)msum;
+            }
+            y[r] = b0 == 0 ? sum : y[r] + sum;
+        }
+    }
+}
+
+/* ---- Q4_K prompt kernel: 16 weight rows per vector (as the Q8_0/Q4_0 one) ---- */
+/* Per lane (row) and block: isum = sum_j sc_j * (q_j . a_j), msum = sum_j m_j * bsum2_j,
+ * exact; then the portable code's float steps, so results equal the generic level's. */
+
+AI void tr8x8_halves(const __m512i z[8], __m512i out[8]) {
+    const __m512i sel0 = _mm512_setr_epi64(0, 1, 8, 9, 4, 5, 12, 13);
+    const __m512i sel1 = _mm512_setr_epi64(2, 3, 10, 11, 6, 7, 14, 15);
+    __m512i t[8], u[8];
+#pragma GCC unroll 16
+    for (int k = 0; k < 8; k += 2) {
+        t[k] = _mm512_unpacklo_epi32(z[k], z[k + 1]);
+        t[k + 1] = _mm512_unpackhi_epi32(z[k], z[k + 1]);
+    }
+#pragma GCC unroll 16
+    for (int k = 0; k < 8; k += 4) {
+        u[k] = _mm512_unpacklo_epi64(t[k], t[k + 2]);
+        u[k + 1] = _mm512_unpackhi_epi64(t[k], t[k + 2]);
+        u[k + 2] = _mm512_unpacklo_epi64(t[k + 1], t[k + 3]);
+        u[k + 3] = _mm512_unpackhi_epi64(t[k + 1], t[k + 3]);
+    }
+#pragma GCC unroll 16
+    for (int g = 0; g < 4; g++) {
+        out[g] = _mm512_permutex2var_epi64(u[g], sel0, u[g + 4]);
+        out[g + 4] = _mm512_permutex2var_epi64(u[g], sel1, u[g + 4]);
+    }
+}
+
+static void pk4k_repack(pk4k_buf *pk, const uint8_t *w, size_t rb, int rows, int64_t b0,
+                        int64_t nbc) {
+    const __m512i m4 = _mm512_set1_epi8(0x0f);
+    for (int64_t b = 0; b < nbc; b++) {
+        int32_t sc[8][16], mn[8][16];
+        float d[16], dm[16];
+        for (int r = 0; r < 16; r++) {
+            if (r >= rows) {
+                for (int j = 0; j < 8; j++) sc[j][r] = mn[j][r] = 0;
+                d[r] = dm[r] = 0.0f;
+                continue;
+            }
+            const blk_q4_k *x = (const blk_q4_k *)(w + (size_t)r * rb) + b0 + b;
+            uint8_t u[16];
+            _mm_storeu_si128((__m128i *)u, q4k_scales_sse(x->scales));
+            for (int j = 0; j < 8; j++) {
+                sc[j][r] = u[j];
+                mn[j][r] = u[8 + j];
+            }
+            d[r] = _cvtsh_ss(x->d);
+            dm[r] = _cvtsh_ss(x->dmin);
+        }
+        for (int j = 0; j < 8; j++) pk->sc[b][j] = _mm512_loadu_si512(sc[j]);
+        for (int p = 0; p < 4; p++)
+            pk->m2[b][p] =
+                _mm512_or_si512(_mm512_loadu_si512(mn[2 * p]),
+                                _mm512_slli_epi32(_mm512_loadu_si512(mn[2 * p + 1]), 16));
+        pk->d[b] = _mm512_loadu_ps(d);
+        pk->dmin[b] = _mm512_loadu_ps(dm);
+        for (int c = 0; c < 4; c++) {
+            __m512i lo[8], hi[8];
+            for (int k = 0; k < 8; k++) {
+                /* rows beyond the chunk read row 0 again: their scales are 0 */
+                const blk_q4_k *x0 =
+                    (const blk_q4_k *)(w + (size_t)(k < rows ? k : 0) * rb) + b0 + b;
+                const blk_q4_k *x1 =
+                    (const blk_q4_k *)(w + (size_t)(k + 8 < rows ? k + 8 : 0) * rb) + b0 + b;
+                __m512i v = _mm512_inserti64x4(
+                    _mm512_castsi256_si512(_mm256_loadu_si256((const __m256i *)(x0->qs + 32 * c))),
+                    _mm256_loadu_si256((const __m256i *)(x1->qs + 32 * c)), 1);
+                lo[k] = _mm512_and_si512(v, m4);
+                hi[k] = _mm512_and_si512(_mm512_srli_epi16(v, 4), m4);
+            }
+            tr8x8_halves(lo, pk->q[b][2 * c]);
+            tr8x8_halves(hi, pk->q[b][2 * c + 1]);
+        }
+    }
+}
+
+AI void pk4k_tokens(int RT, const pk4k_buf *pk, int t0, const uint8_t *act, size_t as, int64_t b0,
+                    int64_t nbc, int rows, int first, float *y, int64_t ys) {
+    __m512 sum[4];
+#pragma GCC unroll 16
+    for (int t = 0; t < RT; t++) sum[t] = _mm512_setzero_ps();
+    for (int64_t b = 0; b < nbc; b++) {
+        __m512i is[4], ms[4];
+        const int8_t *q[4];
+#pragma GCC unroll 16
+        for (int t = 0; t < RT; t++) {
+            is[t] = _mm512_setzero_si512();
+            ms[t] = _mm512_setzero_si512();
+            q[t] = ((const blk_q8_k *)(act + (size_t)t * as) + b0 + b)->qs;
+        }
+        for (int j = 0; j < 8; j++) {
+            __m512i p[4];
+#pragma GCC unroll 16
+            for (int t = 0; t < RT; t++) p[t] = _mm512_setzero_si512();
+#pragma GCC unroll 16
+            for (int g = 0; g < 8; g++) {
+                __m512i wv = _mm512_load_si512(&pk->q[b][j][g]);
+#pragma GCC unroll 16
+                for (int t = 0; t < RT; t++) {
+                    int32_t a4;
+                    memcpy(&a4, q[t] + 32 * j + 4 * g, 4);
+                    p[t] = _mm512_dpbusd_epi32(p[t], wv, _mm512_set1_epi32(a4));
+                }
+            }
+            __m512i scj = _mm512_load_si512(&pk->sc[b][j]);
+#pragma GCC unroll 16
+            for (int t = 0; t < RT; t++)
+                is[t] = _mm512_add_epi32(is[t], _mm512_mullo_epi32(p[t], scj));
+        }
+#pragma GCC unroll 16
+        for (int p2 = 0; p2 < 4; p2++) {
+            __m512i m2 = _mm512_load_si512(&pk->m2[b][p2]);
+#pragma GCC unroll 16
+            for (int t = 0; t < RT; t++)
+                ms[t] = _mm512_dpwssd_epi32(ms[t], m2, _mm512_set1_epi32(pk->bs2[t0 + t][b][p2]));
+        }
+        __m512 d = _mm512_load_ps(&pk->d[b]), dm = _mm512_load_ps(&pk->dmin[b]);
+#pragma GCC unroll 16
+        for (int t = 0; t < RT; t++) {
+            __m512 da = _mm512_set1_ps(pk->da[t0 + t][b]);
+            sum[t] = _mm512_add_ps(sum[t],
+                                   _mm512_mul_ps(_mm512_mul_ps(d, da), _mm512_cvtepi32_ps(is[t])));
+            sum[t] = _mm512_sub_ps(sum[t],
+                                   _mm512_mul_ps(_mm512_mul_ps(dm, da), _mm512_cvtepi32_ps(ms[t])));
+        }
+    }
+    __mmask16 m = rows >= 16 ? (__mmask16)0xffff : (__mmask16)((1u << rows) - 1);
+#pragma GCC unroll 16
+    for (int t = 0; t < RT; t++) {
+        float *yt = y + (t0 + t) * ys;
+        __m512 v = first ? sum[t] : _mm512_add_ps(_mm512_maskz_loadu_ps(m, yt), sum[t]);
+        _mm512_mask_storeu_ps(yt, m, v);
+    }
+}
+
+static void q4k_pk_512(const uint8_t *w, size_t rb, int64_t n, int64_t r0, int64_t r1,
+                       const uint8_t *act, size_t as, int32_t nt, float *y, int64_t ys) {
+    pk4k_buf *pk = &pk_tls.q4k;
+    const int64_t nb = n / QK_K;
+    for (int64_t b0 = 0; b0 < nb; b0 += PK4K_BLOCKS) {
+        int64_t nbc = nb - b0 < PK4K_BLOCKS ? nb - b0 : PK4K_BLOCKS;
+        for (int32_t tg = 0; tg < nt; tg += PK_TOKENS) {
+            int ntg = nt - tg < PK_TOKENS ? nt - tg : PK_TOKENS;
+            const uint8_t *ag = act + (size_t)tg * as;
+            for (int t = 0; t < ntg; t++)
+                for (int64_t b = 0; b < nbc; b++) {
+                    const blk_q8_k *a = (const blk_q8_k *)(ag + (size_t)t * as) + b0 + b;
+                    for (int p2 = 0; p2 < 4; p2++) {
+                        int32_t s0 = a->bsums[4 * p2] + a->bsums[4 * p2 + 1];
+                        int32_t s1 = a->bsums[4 * p2 + 2] + a->bsums[4 * p2 + 3];
+                        pk->bs2[t][b][p2] =
+                            (int32_t)(((uint32_t)s1 << 16) | ((uint32_t)s0 & 0xffff));
+                    }
+                    pk->da[t][b] = a->d;
+                }
+            for (int64_t r = r0; r < r1; r += 16) {
+                int rows = r1 - r < 16 ? (int)(r1 - r) : 16;
+                pk4k_repack(pk, w + (size_t)r * rb, rb, rows, b0, nbc);
+                float *yr = y + tg * ys + r;
+                int t = 0;
+                for (; t + 4 <= ntg; t += 4)
+                    pk4k_tokens(4, pk, t, ag + (size_t)t * as, as, b0, nbc, rows, b0 == 0, yr, ys);
+                switch (ntg - t) {
+                case 1:
+                    pk4k_tokens(1, pk, t, ag + (size_t)t * as, as, b0, nbc, rows, b0 == 0, yr, ys);
+                    break;
+                case 2:
+                    pk4k_tokens(2, pk, t, ag + (size_t)t * as, as, b0, nbc, rows, b0 == 0, yr, ys);
+                    break;
+                case 3:
+                    pk4k_tokens(3, pk, t, ag + (size_t)t * as, as, b0, nbc, rows, b0 == 0, yr, ys);
+                    break;
+                default:
+                    break;
+                }
+            }
+        }
+    }
+}
+
+/* ---- Q6_K prompt kernel: 16 weight rows per vector ---- */
+/* q used unsigned (0..63): isum = sum_j sc_j * (q_j . a_j) - 32 * sum_j sc_j * bsum_j per
+ * lane, exact; then the portable code's float steps. */
+static void pk6k_repack(pk6k_buf *pk, const uint8_t *w, size_t rb, int rows, int64_t b0,
+                        int64_t nbc) {
+    const __m512i m4 = _mm512_set1_epi8(0x0f), m30 = _mm512_set1_epi8(0x30);
+    for (int64_t b = 0; b < nbc; b++) {
+        int32_t sc[16][16];
+        float d[16];
+        for (int r = 0; r < 16; r++) {
+            const blk_q6_k *x = (const blk_q6_k *)(w + (size_t)(r < rows ? r : 0) * rb) + b0 + b;
+            for (int j = 0; j < 16; j++) sc[j][r] = r < rows ? x->scales[j] : 0;
+            d[r] = r < rows ? _cvtsh_ss(x->d) : 0.0f;
+        }
+        for (int j = 0; j < 16; j++) pk->sc[b][j] = _mm512_loadu_si512(sc[j]);
+        for (int p = 0; p < 8; p++)
+            pk->sc2[b][p] = _mm512_or_si512(
+                _mm512_and_si512(_mm512_loadu_si512(sc[2 * p]), _mm512_set1_epi32(0xffff)),
+                _mm512_slli_epi32(_mm512_loadu_si512(sc[2 * p + 1]), 16));
+        pk->d[b] = _mm512_loadu_ps(d);
+        for (int h = 0; h < 2; h++)
+            for (int k = 0; k < 4; k++) {
+                __m512i z[8];
+                for (int i = 0; i < 8; i++) {
+                    const blk_q6_k *x0 =
+                        (const blk_q6_k *)(w + (size_t)(i < rows ? i : 0) * rb) + b0 + b;
+                    const blk_q6_k *x1 =
+                        (const blk_q6_k *)(w + (size_t)(i + 8 < rows ? i + 8 : 0) * rb) + b0 + b;
+                    const int qo = 64 * h + 32 * (k & 1), ho = 32 * h;
+                    __m512i A = _mm512_inserti64x4(
+                        _mm512_castsi256_si512(_mm256_loadu_si256((const __m256i *)(x0->ql + qo))),
+                        _mm256_loadu_si256((const __m256i *)(x1->ql + qo)), 1);
+                    __m512i H = _mm512_inserti64x4(
+                        _mm512_castsi256_si512(_mm256_loadu_si256((const __m256i *)(x0->qh + ho))),
+                        _mm256_loadu_si256((const __m256i *)(x1->qh + ho)), 1);
+                    __m512i lo4 = k < 2 ? _mm512_and_si512(A, m4)
+                                        : _mm512_and_si512(_mm512_srli_epi16(A, 4), m4);
+                    __m512i hi2 = k == 0   ? _mm512_slli_epi16(H, 4)
+                                  : k == 1 ? _mm512_slli_epi16(H, 2)
+                                  : k == 2 ? H
+                                           : _mm512_srli_epi16(H, 2);
+                    z[i] = _mm512_or_si512(lo4, _mm512_and_si512(hi2, m30));
+                }
+                tr8x8_halves(z, pk->q[b][4 * h + k]);
+            }
+    }
+}
+
+AI void pk6k_tokens(int RT, const pk6k_buf *pk, int t0, const uint8_t *act, size_t as, int64_t b0,
+                    int64_t nbc, int rows, int first, float *y, int64_t ys) {
+    __m512 sum[4];
+#pragma GCC unroll 16
+    for (int t = 0; t < RT; t++) sum[t] = _mm512_setzero_ps();
+    for (int64_t b = 0; b < nbc; b++) {
+        __m512i is[4], cs[4];
+        const int8_t *q[4];
+#pragma GCC unroll 16
+        for (int t = 0; t < RT; t++) {
+            is[t] = _mm512_setzero_si512();
+            cs[t] = _mm512_setzero_si512();
+            q[t] = ((const blk_q8_k *)(act + (size_t)t * as) + b0 + b)->qs;
+        }
+        for (int gr = 0; gr < 8; gr++) {
+#pragma GCC unroll 2
+            for (int half = 0; half < 2; half++) { /* sub-block 2 gr + half: dwords 4 half.. */
+                __m512i p[4];
+#pragma GCC unroll 16
+                for (int t = 0; t < RT; t++) p[t] = _mm512_setzero_si512();
+#pragma GCC unroll 16
+                for (int g = 4 * half; g < 4 * half + 4; g++) {
+                    __m512i wv = _mm512_load_si512(&pk->q[b][gr][g]);
+#pragma GCC unroll 16
+                    for (int t = 0; t < RT; t++) {
+                        int32_t a4;
+                        memcpy(&a4, q[t] + 32 * gr + 4 * g, 4);
+                        p[t] = _mm512_dpbusd_epi32(p[t], wv, _mm512_set1_epi32(a4));
+                    }
+                }
+                __m512i scj = _mm512_load_si512(&pk->sc[b][2 * gr + half]);
+#pragma GCC unroll 16
+                for (int t = 0; t < RT; t++)
+                    is[t] = _mm512_add_epi32(is[t], _mm512_mullo_epi32(p[t], scj));
+            }
+        }
+#pragma GCC unroll 16
+        for (int p2 = 0; p2 < 8; p2++) {
+            __m512i s2 = _mm512_load_si512(&pk->sc2[b][p2]);
+#pragma GCC unroll 16
+            for (int t = 0; t < RT; t++)
+                cs[t] = _mm512_dpwssd_epi32(cs[t], s2, _mm512_set1_epi32(pk->bs[t0 + t][b][p2]));
+        }
+        __m512 d = _mm512_load_ps(&pk->d[b]);
+#pragma GCC unroll 16
+        for (int t = 0; t < RT; t++) {
+            __m512i it = _mm512_sub_epi32(is[t], _mm512_slli_epi32(cs[t], 5));
+            __m512 da = _mm512_set1_ps(pk->da[t0 + t][b]);
+            sum[t] =
+                _mm512_add_ps(sum[t], _mm512_mul_ps(_mm512_mul_ps(d, da), _mm512_cvtepi32_ps(it)));
+        }
+    }
+    __mmask16 m = rows >= 16 ? (__mmask16)0xffff : (__mmask16)((1u << rows) - 1);
+#pragma GCC unroll 16
+    for (int t = 0; t < RT; t++) {
+        float *yt = y + (t0 + t) * ys;
+        __m512 v = first ? sum[t] : _mm512_add_ps(_mm512_maskz_loadu_ps(m, yt), sum[t]);
+        _mm512_mask_storeu_ps(yt, m, v);
+    }
+}
+
+static void q6k_pk_512(const uint8_t *w, size_t rb, int64_t n, int64_t r0, int64_t r1,
+                       const uint8_t *act, size_t as, int32_t nt, float *y, int64_t ys) {
+    pk6k_buf *pk = &pk_tls.q6k;
+    const int64_t nb = n / QK_K;
+    for (int64_t b0 = 0; b0 < nb; b0 += PK4K_BLOCKS) {
+        int64_t nbc = nb - b0 < PK4K_BLOCKS ? nb - b0 : PK4K_BLOCKS;
+        for (int32_t tg = 0; tg < nt; tg += PK_TOKENS) {
+            int ntg = nt - tg < PK_TOKENS ? nt - tg : PK_TOKENS;
+            const uint8_t *ag = act + (size_t)tg * as;
+            for (int t = 0; t < ntg; t++)
+                for (int64_t b = 0; b < nbc; b++) {
+                    const blk_q8_k *a = (const blk_q8_k *)(ag + (size_t)t * as) + b0 + b;
+                    for (int p2 = 0; p2 < 8; p2++)
+                        pk->bs[t][b][p2] =
+                            (int32_t)(((uint32_t)(uint16_t)a->bsums[2 * p2 + 1] << 16) |
+                                      (uint16_t)a->bsums[2 * p2]);
+                    pk->da[t][b] = a->d;
+                }
+            for (int64_t r = r0; r < r1; r += 16) {
+                int rows = r1 - r < 16 ? (int)(r1 - r) : 16;
+                pk6k_repack(pk, w + (size_t)r * rb, rb, rows, b0, nbc);
+                float *yr = y + tg * ys + r;
+                const uint8_t *at;
+                int t = 0;
+                for (; t + 4 <= ntg; t += 4)
+                    pk6k_tokens(4, pk, t, ag + (size_t)t * as, as, b0, nbc, rows, b0 == 0, yr, ys);
+                at = ag + (size_t)t * as;
+                switch (ntg - t) {
+                case 1:
+                    pk6k_tokens(1, pk, t, at, as, b0, nbc, rows, b0 == 0, yr, ys);
+                    break;
+                case 2:
+                    pk6k_tokens(2, pk, t, at, as, b0, nbc, rows, b0 == 0, yr, ys);
+                    break;
+                case 3:
+                    pk6k_tokens(3, pk, t, at, as, b0, nbc, rows, b0 == 0, yr, ys);
+                    break;
+                default:
+                    break;
+                }
+            }
+        }
+    }
+}
+
+static void mm_q6k_512(const void *w, size_t rb, int64_t n, int64_t r0, int64_t r1, const void *act,
+                       size_t as, int32_t nt, float *y, int64_t ys) {
+    if (nt >= PK_MIN_TOKENS)
+        q6k_pk_512(w, rb, n, r0, r1, act, as, nt, y, ys);
+    else
+        mm_q6k_avx512(w, rb, n, r0, r1, act, as, nt, y, ys);
+}
+
+static void mm_q4k_512(const void *w, size_t rb, int64_t n, int64_t r0, int64_t r1, const void *act,
+                       size_t as, int32_t nt, float *y, int64_t ys) {
+    if (nt == 1)
+        q4k_dec_512(w, rb, n, r0, r1, act, y);
+    else if (nt >= PK_MIN_TOKENS)
+        q4k_pk_512(w, rb, n, r0, r1, act, as, nt, y, ys);
+    else
+        run_tiles(&q4k_pp_avx512_set, w, rb, n, r0, r1, act, as, nt, y, ys);
+}
+
+static void fill_avx512(qti_kernels *k) {
+    k->matmul[QT_F32] = mm_f32_512;
+    k->matmul[QT_F16] = mm_f16_512;
+    k->matmul[QT_BF16] = mm_bf16_512;
+    fill_int_avx512(k);
+    k->matmul[QT_Q8_0] = mm_q8_0_512;
+    k->matmul[QT_Q4_0] = mm_q4_0_512;
+    k->matmul[QT_Q4_K] = mm_q4k_512;
+    k->matmul[QT_Q6_K] = mm_q6k_512;
+    k->axpy_f32 = axpy_f32_512;
+}
+
+#pragma GCC pop_options
+
+/* ---- AVX512-BF16: pairs of bf16 products summed into f32 in one instruction ---- */
+#pragma GCC push_options
+#pragma GCC target("avx2,fma,f16c,avx512f,avx512bw,avx512vl,avx512dq,avx512bf16")
+
+AI void bf16dp_tile(int RM, int RN, const uint8_t *w, size_t rb, const uint8_t *act, size_t as,
+                    int64_t n, float *y, int64_t ys) {
+    if (RM * RN == 1) { /* decode: four chains, or the latency is the limit */
+        __m512 s[4] = {_mm512_setzero_ps(), _mm512_setzero_ps(), _mm512_setzero_ps(),
+                       _mm512_setzero_ps()};
+        int64_t i = 0;
+        for (; i + 128 <= n; i += 128)
+#pragma GCC unroll 16
+            for (int u = 0; u < 4; u++)
+                s[u] = _mm512_dpbf16_ps(s[u], (__m512bh)_mm512_loadu_si512(w + (i + 32 * u) * 2),
+                                        (__m512bh)_mm512_loadu_si512(act + (i + 32 * u) * 2));
+        for (; i < n; i += 32) {
+            __mmask32 m = n - i >= 32 ? (__mmask32)0xffffffffu : (__mmask32)((1u << (n - i)) - 1);
+            s[0] = _mm512_dpbf16_ps(s[0], (__m512bh)_mm512_maskz_loadu_epi16(m, w + i * 2),
+                                    (__m512bh)_mm512_maskz_loadu_epi16(m, act + i * 2));
+        }
+        y[0] = _mm512_reduce_add_ps(
+            _mm512_add_ps(_mm512_add_ps(s[0], s[1]), _mm512_add_ps(s[2], s[3])));
+        return;
+    }
+    __m512 acc[4][4];
+#pragma GCC unroll 16
+    for (int r = 0; r < RM; r++)
+#pragma GCC unroll 16
+        for (int t = 0; t < RN; t++) acc[r][t] = _mm512_setzero_ps();
+    for (int64_t i = 0; i < n; i += 32) {
+        __mmask32 m = n - i >= 32 ? (__mmask32)0xffffffffu : (__mmask32)((1u << (n - i)) - 1);
+        __m512i wv[4], av[4];
+#pragma GCC unroll 16
+        for (int r = 0; r < RM; r++) wv[r] = _mm512_maskz_loadu_epi16(m, w + r * rb + i * 2);
+#pragma GCC unroll 16
+        for (int t = 0; t < RN; t++) av[t] = _mm512_maskz_loadu_epi16(m, act + t * as + i * 2);
+#pragma GCC unroll 16
+        for (int r = 0; r < RM; r++)
+#pragma GCC unroll 16
+            for (int t = 0; t < RN; t++)
+                acc[r][t] = _mm512_dpbf16_ps(acc[r][t], (__m512bh)wv[r], (__m512bh)av[t]);
+    }
+#pragma GCC unroll 16
+    for (int r = 0; r < RM; r++)
+#pragma GCC unroll 16
+        for (int t = 0; t < RN; t++) y[t * ys + r] = _mm512_reduce_add_ps(acc[r][t]);
+}
+
+QX_SETR(bf16dp_tile, bf16dp_dec)
+QX_SET(bf16dp_tile, bf16dp_pp, 4, 4)
+QX_MATMUL(mm_bf16dp, bf16dp_dec, bf16dp_pp)
+
+#pragma GCC pop_options
+
+void qti_x86_fill(int isa, qti_kernels *k) {
+    if (isa == QT_ISA_AVX2) {
+        fill_avx2(k);
+    } else if (isa == QT_ISA_AVX512) {
+        fill_avx512(k);
+        if (has_avx512bf16()) k->matmul[QT_BF16] = mm_bf16dp;
+    }
+}
+
+#else /* not x86-64 with GCC/Clang: the portable kernels only */
+
+int qti_x86_best(void) {
+    return QT_ISA_GENERIC;
+}
+
+void qti_x86_fill(int isa, qti_kernels *k) {
+    (void)isa;
+    (void)k;
+}
+
+#endif
+
+#else /* QX_TEMPLATE: the integer kernels, compiled once per level */
+
+/* ---- Q8_0 / Q4_0 weights x Q8_0 activations: blocks of 32 ---- */
+/* With VNNI, vpdpbusd wants one unsigned operand: weights are made unsigned (Q8_0: +128 by
+ * flipping the sign bit; Q4_0: the raw nibble, 8 above its value) and the accumulator
+ * starts at -K * (sums of 4 activations), K = 128 or 8, computed once per token and block.
+ * Without VNNI: Q8_0 uses |a| x sign-adjusted w through vpmaddubsw (no saturation since
+ * |w|, |a| <= 127); Q4_0 subtracts 8 * a in 16 bits before widening. */
+AI void QX(q32_tile)(int kind, int RM, int RN, const uint8_t *w, size_t rb, const uint8_t *act,
+                     size_t as, int64_t n, float *y, int64_t ys) {
+    const size_t wbs = kind == QT_Q8_0 ? sizeof(blk_q8_0) : sizeof(blk_q4_0);
+    const int64_t nb = n / QK8_0;
+    const __m256i m4 = _mm256_set1_epi8(0x0f);
+#if QX_VNNI
+    const __m256i kk = _mm256_set1_epi8(kind == QT_Q8_0 ? (char)0x80 : 8);
+#else
+    const __m256i ones16 = _mm256_set1_epi16(1);
+    const __m256i eight = _mm256_set1_epi8(8);
+#endif
+    __m256 acc[4][4];
+#pragma GCC unroll 16
+    for (int r = 0; r < RM; r++)
+#pragma GCC unroll 16
+        for (int t = 0; t < RN; t++) acc[r][t] = _mm256_setzero_ps();
+    for (int64_t b = 0; b < nb; b++) {
+        __m256i wq[4];
+        __m256 dw[4];
+#pragma GCC unroll 16
+        for (int r = 0; r < RM; r++) {
+            const uint8_t *p = w + r * rb + b * wbs;
+            _mm_prefetch((const char *)p + QX_PF, _MM_HINT_T0);
+            dw[r] = _mm256_set1_ps(f16_at(p));
+            if (kind == QT_Q8_0) {
+                wq[r] = _mm256_loadu_si256((const __m256i *)(p + 2));
+#if QX_VNNI
+                wq[r] = _mm256_xor_si256(wq[r], kk);
+#endif
+            } else {
+                __m128i x = _mm_loadu_si128((const __m128i *)(p + 2));
+                wq[r] = _mm256_and_si256(_mm256_set_m128i(_mm_srli_epi16(x, 4), x), m4);
+            }
+        }
+#pragma GCC unroll 16
+        for (int t = 0; t < RN; t++) {
+            const uint8_t *q = act + t * as + b * sizeof(blk_q8_0);
+            __m256 da = _mm256_set1_ps(f16_at(q));
+            __m256i a = _mm256_loadu_si256((const __m256i *)(q + 2));
+#if QX_VNNI
+            __m256i c = _mm256_sub_epi32(_mm256_setzero_si256(),
+                                         _mm256_dpbusd_epi32(_mm256_setzero_si256(), kk, a));
+#else
+            __m256i aa = _mm256_sign_epi8(a, a);
+            __m256i c16 = _mm256_maddubs_epi16(eight, a);
+#endif
+#pragma GCC unroll 16
+            for (int r = 0; r < RM; r++) {
+#if QX_VNNI
+                __m256i p = _mm256_dpbusd_epi32(c, wq[r], a);
+#else
+                __m256i p16;
+                if (kind == QT_Q8_0)
+                    p16 = _mm256_maddubs_epi16(aa, _mm256_sign_epi8(wq[r], a));
+                else
+                    p16 = _mm256_sub_epi16(_mm256_maddubs_epi16(wq[r], a), c16);
+                __m256i p = _mm256_madd_epi16(p16, ones16);
+#endif
+                acc[r][t] =
+                    _mm256_fmadd_ps(_mm256_cvtepi32_ps(p), _mm256_mul_ps(dw[r], da), acc[r][t]);
+            }
+        }
+    }
+#pragma GCC unroll 16
+    for (int r = 0; r < RM; r++)
+#pragma GCC unroll 16
+        for (int t = 0; t < RN; t++) y[t * ys + r] = hsum256(acc[r][t]);
+}
+
+AI void QX(q8_0_tile)(int RM, int RN, const uint8_t *w, size_t rb, const uint8_t *a, size_t as,
+                      int64_t n, float *y, int64_t ys) {
+    QX(q32_tile)(QT_Q8_0, RM, RN, w, rb, a, as, n, y, ys);
+}
+AI void QX(q4_0_tile)(int RM, int RN, const uint8_t *w, size_t rb, const uint8_t *a, size_t as,
+                      int64_t n, float *y, int64_t ys) {
+    QX(q32_tile)(QT_Q4_0, RM, RN, w, rb, a, as, n, y, ys);
+}
+
+/* acc += sums of pairs of (unsigned u x signed s) products, times the int16 scales sc */
+AI __m256i QX(dot_scaled)(__m256i acc, __m256i u, __m256i s, __m256i sc) {
+#if QX_VNNI
+    return _mm256_dpwssd_epi32(acc, _mm256_maddubs_epi16(u, s), sc);
+#else
+    return _mm256_add_epi32(acc, _mm256_madd_epi16(_mm256_maddubs_epi16(u, s), sc));
+#endif
+}
+
+/* ---- Q4_K weights x Q8_K activations ---- */
+/* Per block: isum = sum_j sc_j * (q_j . a_j) exactly in int32 lanes (|isum| < 2^25), and
+ * the mins term sum_j m_j * (bsum_2j + bsum_2j+1) from the activation sums. The K-quant
+ * kernels then add the block in the portable code's float order, to the bit: small models
+ * with Q8_K activations proved sensitive enough that reordered sums flipped activation
+ * roundings downstream and moved logits by percents. */
+AI void QX(q4k_tile)(int RM, int RN, const uint8_t *w, size_t rb, const uint8_t *act, size_t as,
+                     int64_t n, float *y, int64_t ys) {
+    const int64_t nb = n / QK_K;
+    const __m256i m4 = _mm256_set1_epi8(0x0f);
+    /* int16 lane i <- byte j of the 16 unpacked scale bytes (sc 0..7, m 8..15) */
+    __m256i splat[8];
+#pragma GCC unroll 16
+    for (int j = 0; j < 8; j++) splat[j] = _mm256_set1_epi16((short)(0x8000 | j));
+    const __m256i mins_idx = _mm256_setr_epi16(
+        (short)0x8008, (short)0x8008, (short)0x8009, (short)0x8009, (short)0x800a, (short)0x800a,
+        (short)0x800b, (short)0x800b, (short)0x800c, (short)0x800c, (short)0x800d, (short)0x800d,
+        (short)0x800e, (short)0x800e, (short)0x800f, (short)0x800f);
+    float sum[4][4];
+#pragma GCC unroll 16
+    for (int r = 0; r < RM; r++)
+#pragma GCC unroll 16
+        for (int t = 0; t < RN; t++) sum[r][t] = 0.0f;
+    for (int64_t b = 0; b < nb; b++) {
+        __m256i sc[4], mins[4];
+        float d[4], dmin[4];
+        const uint8_t *qs[4];
+#pragma GCC unroll 16
+        for (int r = 0; r < RM; r++) {
+            const blk_q4_k *x = (const blk_q4_k *)(w + r * rb) + b;
+            d[r] = _cvtsh_ss(x->d);
+            dmin[r] = _cvtsh_ss(x->dmin);
+            qs[r] = x->qs;
+            /* 12 bytes of 6-bit scales and mins -> 8 scale bytes then 8 min bytes */
+            uint32_t u[4];
+            memcpy(u, x->scales, 12);
+            const uint32_t k1 = 0x3f3f3f3f, k2 = 0x0f0f0f0f, k3 = 0x03030303;
+            u[3] = ((u[2] >> 4) & k2) | (((u[1] >> 6) & k3) << 4);
+            uint32_t m03 = u[1] & k1;
+            u[1] = (u[2] & k2) | (((u[0] >> 6) & k3) << 4);
+            u[2] = m03;
+            u[0] &= k1;
+            sc[r] = _mm256_broadcastsi128_si256(_mm_loadu_si128((const __m128i *)u));
+            mins[r] = _mm256_shuffle_epi8(sc[r], mins_idx);
+        }
+        __m256i isum[4][4];
+#pragma GCC unroll 16
+        for (int r = 0; r < RM; r++)
+#pragma GCC unroll 16
+            for (int t = 0; t < RN; t++) isum[r][t] = _mm256_setzero_si256();
+#pragma GCC unroll 16
+        for (int c = 0; c < 4; c++) {
+            __m256i lo[4], hi[4], slo[4], shi[4];
+#pragma GCC unroll 16
+            for (int r = 0; r < RM; r++) {
+                __m256i x = _mm256_loadu_si256((const __m256i *)(qs[r] + 32 * c));
+                lo[r] = _mm256_and_si256(x, m4);
+                hi[r] = _mm256_and_si256(_mm256_srli_epi16(x, 4), m4);
+                slo[r] = _mm256_shuffle_epi8(sc[r], splat[2 * c]);
+                shi[r] = _mm256_shuffle_epi8(sc[r], splat[2 * c + 1]);
+            }
+#pragma GCC unroll 16
+            for (int t = 0; t < RN; t++) {
+                const blk_q8_k *a = (const blk_q8_k *)(act + t * as) + b;
+                __m256i alo = _mm256_loadu_si256((const __m256i *)(a->qs + 64 * c));
+                __m256i ahi = _mm256_loadu_si256((const __m256i *)(a->qs + 64 * c + 32));
+#pragma GCC unroll 16
+                for (int r = 0; r < RM; r++) {
+                    isum[r][t] = QX(dot_scaled)(isum[r][t], lo[r], alo, slo[r]);
+                    isum[r][t] = QX(dot_scaled)(isum[r][t], hi[r], ahi, shi[r]);
+                }
+            }
+        }
+#pragma GCC unroll 16
+        for (int t = 0; t < RN; t++) {
+            const blk_q8_k *a = (const blk_q8_k *)(act + t * as) + b;
+            __m256i bs = _mm256_loadu_si256((const __m256i *)a->bsums);
+            float da = a->d;
+#pragma GCC unroll 16
+            for (int r = 0; r < RM; r++) {
+                int32_t is = hsum256_epi32(isum[r][t]);
+                int32_t ms = hsum256_epi32(_mm256_madd_epi16(mins[r], bs));
+                sum[r][t] += d[r] * da * (float)is;
+                sum[r][t] -= dmin[r] * da * (float)ms;
+            }
+        }
+    }
+#pragma GCC unroll 16
+    for (int r = 0; r < RM; r++)
+#pragma GCC unroll 16
+        for (int t = 0; t < RN; t++) y[t * ys + r] = sum[r][t];
+}
+
+/* ---- Q6_K weights x Q8_K activations ---- */
+/* The 6-bit q is used unsigned (0..63) and the -32 offset folded in at the end:
+ * isum = sum_j sc_j * (q_j . a_j) - 32 * sum_j sc_j * bsum_j, all exact in int32. */
+AI void QX(q6k_tile)(int RM, int RN, const uint8_t *w, size_t rb, const uint8_t *act, size_t as,
+                     int64_t n, float *y, int64_t ys) {
+    const int64_t nb = n / QK_K;
+    const __m256i m4 = _mm256_set1_epi8(0x0f), m30 = _mm256_set1_epi8(0x30);
+    /* pair p of sub-block scales: int16 lanes 0..7 <- sc[2p], 8..15 <- sc[2p+1], taken from
+     * the 8 int16 scales duplicated in both 128-bit halves */
+    __m256i pair[4];
+#pragma GCC unroll 16
+    for (int p = 0; p < 4; p++)
+        pair[p] = _mm256_setr_epi8(
+            (char)(4 * p), (char)(4 * p + 1), (char)(4 * p), (char)(4 * p + 1), (char)(4 * p),
+            (char)(4 * p + 1), (char)(4 * p), (char)(4 * p + 1), (char)(4 * p), (char)(4 * p + 1),
+            (char)(4 * p), (char)(4 * p + 1), (char)(4 * p), (char)(4 * p + 1), (char)(4 * p),
+            (char)(4 * p + 1), (char)(4 * p + 2), (char)(4 * p + 3), (char)(4 * p + 2),
+            (char)(4 * p + 3), (char)(4 * p + 2), (char)(4 * p + 3), (char)(4 * p + 2),
+            (char)(4 * p + 3), (char)(4 * p + 2), (char)(4 * p + 3), (char)(4 * p + 2),
+            (char)(4 * p + 3), (char)(4 * p + 2), (char)(4 * p + 3), (char)(4 * p + 2),
+            (char)(4 * p + 3));
+    float sum[4][4];
+#pragma GCC unroll 16
+    for (int r = 0; r < RM; r++)
+#pragma GCC unroll 16
+        for (int t = 0; t < RN; t++) sum[r][t] = 0.0f;
+    for (int64_t b = 0; b < nb; b++) {
+        const blk_q6_k *x[4];
+        __m256i sc16[4], scl[4], sch[4];
+        float d[4];
+#pragma GCC unroll 16
+        for (int r = 0; r < RM; r++) {
+            x[r] = (const blk_q6_k *)(w + r * rb) + b;
+            d[r] = _cvtsh_ss(x[r]->d);
+            sc16[r] = _mm256_cvtepi8_epi16(_mm_loadu_si128((const __m128i *)x[r]->scales));
+            scl[r] = _mm256_permute2x128_si256(sc16[r], sc16[r], 0x00);
+            sch[r] = _mm256_permute2x128_si256(sc16[r], sc16[r], 0x11);
+        }
+        __m256i isum[4][4];
+#pragma GCC unroll 16
+        for (int r = 0; r < RM; r++)
+#pragma GCC unroll 16
+            for (int t = 0; t < RN; t++) isum[r][t] = _mm256_setzero_si256();
+#pragma GCC unroll 16
+        for (int h = 0; h < 2; h++) {
+#pragma GCC unroll 16
+            for (int k = 0; k < 4; k++) {
+                __m256i v[4], s[4];
+#pragma GCC unroll 16
+                for (int r = 0; r < RM; r++) {
+                    const uint8_t *ql = x[r]->ql + 64 * h, *qh = x[r]->qh + 32 * h;
+                    __m256i A = _mm256_loadu_si256((const __m256i *)(ql + (k & 1) * 32));
+                    __m256i H = _mm256_loadu_si256((const __m256i *)qh);
+                    __m256i lo4 = k < 2 ? _mm256_and_si256(A, m4)
+                                        : _mm256_and_si256(_mm256_srli_epi16(A, 4), m4);
+                    __m256i hi2 = k == 0   ? _mm256_slli_epi16(H, 4)
+                                  : k == 1 ? _mm256_slli_epi16(H, 2)
+                                  : k == 2 ? H
+                                           : _mm256_srli_epi16(H, 2);
+                    v[r] = _mm256_or_si256(lo4, _mm256_and_si256(hi2, m30));
+                    /* element 128h + 32k: sub-blocks 8h + 2k and 8h + 2k + 1 */
+                    s[r] = _mm256_shuffle_epi8(h == 0 ? scl[r] : sch[r], pair[k]);
+                }
+#pragma GCC unroll 16
+                for (int t = 0; t < RN; t++) {
+                    const blk_q8_k *a = (const blk_q8_k *)(act + t * as) + b;
+                    __m256i av = _mm256_loadu_si256((const __m256i *)(a->qs + 128 * h + 32 * k));
+#pragma GCC unroll 16
+                    for (int r = 0; r < RM; r++)
+                        isum[r][t] = QX(dot_scaled)(isum[r][t], v[r], av, s[r]);
+                }
+            }
+        }
+#pragma GCC unroll 16
+        for (int t = 0; t < RN; t++) {
+            const blk_q8_k *a = (const blk_q8_k *)(act + t * as) + b;
+            __m256i bs = _mm256_loadu_si256((const __m256i *)a->bsums);
+            float da = a->d;
+#pragma GCC unroll 16
+            for (int r = 0; r < RM; r++) {
+                __m256i corr = _mm256_slli_epi32(_mm256_madd_epi16(sc16[r], bs), 5);
+                int32_t is = hsum256_epi32(_mm256_sub_epi32(isum[r][t], corr));
+                sum[r][t] += d[r] * da * (float)is;
+            }
+        }
+    }
+#pragma GCC unroll 16
+    for (int r = 0; r < RM; r++)
+#pragma GCC unroll 16
+        for (int t = 0; t < RN; t++) y[t * ys + r] = sum[r][t];
+}
+
+QX_SETR(QX(q8_0_tile), QX(q8_0_dec))
+QX_SET(QX(q8_0_tile), QX(q8_0_pp), QX_MR, QX_NR)
+QX_MATMUL(QX(mm_q8_0), QX(q8_0_dec), QX(q8_0_pp))
+QX_SETR(QX(q4_0_tile), QX(q4_0_dec))
+QX_SET(QX(q4_0_tile), QX(q4_0_pp), QX_MR, QX_NR)
+QX_MATMUL(QX(mm_q4_0), QX(q4_0_dec), QX(q4_0_pp))
+QX_SETR(QX(q4k_tile), QX(q4k_dec))
+QX_SET(QX(q4k_tile), QX(q4k_pp), QX_KMR, QX_KNR)
+QX_MATMUL(QX(mm_q4k), QX(q4k_dec), QX(q4k_pp))
+QX_SETR(QX(q6k_tile), QX(q6k_dec))
+QX_SET(QX(q6k_tile), QX(q6k_pp), QX_KMR, QX_KNR)
+QX_MATMUL(QX(mm_q6k), QX(q6k_dec), QX(q6k_pp))
+
+static void QX(fill_int)(qti_kernels *k) {
+    k->matmul[QT_Q8_0] = QX(mm_q8_0);
+    k->matmul[QT_Q4_0] = QX(mm_q4_0);
+    k->matmul[QT_Q4_K] = QX(mm_q4k);
+    k->matmul[QT_Q6_K] = QX(mm_q6k);
+}
+
+#endif /* QX_TEMPLATE */
