@@ -75,6 +75,9 @@ clean:
 
 -include $(LIB_OBJ:.o=.d) $(CLI_OBJ:.o=.d)
 
+# fuzz, tsan, loadtest
+include mk/reliability.mk
+
 # Speed against llama.cpp (alternating runs, medians, ratios); see bench/run.sh for settings.
 bench: $(BUILD)/shammah
 	SHAMMAH=$(BUILD)/shammah sh bench/run.sh

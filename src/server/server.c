@@ -1083,13 +1083,32 @@ static void on_completed(void *cls, struct MHD_Connection *c, void **con_cls,
 }
 
 /* Binds the listening socket ourselves, so "address in use" can be told apart and named. */
-static int listen_on(const char *host, int port, int *fd_out) {
+static int is_loopback(const struct sockaddr *sa) {
+    if (sa->sa_family == AF_INET)
+        return (ntohl(((const struct sockaddr_in *)sa)->sin_addr.s_addr) >> 24) == 127;
+    if (sa->sa_family == AF_INET6) {
+        const struct in6_addr *a = &((const struct sockaddr_in6 *)sa)->sin6_addr;
+        if (IN6_IS_ADDR_LOOPBACK(a)) return 1;
+        if (IN6_IS_ADDR_V4MAPPED(a)) return a->s6_addr[12] == 127;
+    }
+    return 0;
+}
+
+/* require_loopback: refuse (SH_EINVAL) unless the resolved address is a loopback one, so a
+ * name that merely looks local cannot expose an unauthenticated daemon. */
+static int listen_on(const char *host, int port, int require_loopback, int *fd_out) {
     char portstr[16];
     snprintf(portstr, sizeof portstr, "%d", port);
     struct addrinfo hints = {.ai_family = AF_UNSPEC, .ai_socktype = SOCK_STREAM, .ai_flags = AI_PASSIVE};
     struct addrinfo *ai = NULL;
     int rc = getaddrinfo(host, portstr, &hints, &ai);
     if (rc != 0) return sh_error_set(SH_EINVAL, "cannot resolve bind address '%s': %s", host, gai_strerror(rc));
+    if (require_loopback && !is_loopback(ai->ai_addr)) {
+        freeaddrinfo(ai);
+        return sh_error_set(SH_EINVAL, "refusing to listen on %s without API keys: anyone who can "
+                                       "reach it could use it. Set [server] api_keys in "
+                                       "config.toml, or pass --insecure-no-auth", host);
+    }
     int fd = socket(ai->ai_family, SOCK_STREAM | SOCK_CLOEXEC, 0);
     int one = 1, st = SH_OK;
     if (fd < 0) {
@@ -1130,15 +1149,7 @@ int server_run(const server_opts *o) {
     pthread_sigmask(SIG_BLOCK, &sigs, NULL);
     signal(SIGPIPE, SIG_IGN);
 
-    int loopback = !strcmp(o->bind_host, "localhost") || !strncmp(o->bind_host, "127.", 4) ||
-                   !strcmp(o->bind_host, "::1");
-    if (!loopback && o->n_api_keys == 0 && !o->insecure_no_auth) {
-        fprintf(stderr, "shammah daemon: refusing to listen on %s without API keys: anyone who can "
-                        "reach it could use it. Set [server] api_keys in config.toml, or pass "
-                        "--insecure-no-auth\n", o->bind_host);
-        goto out;
-    }
-    if (listen_on(o->bind_host, o->bind_port, &fd)) {
+    if (listen_on(o->bind_host, o->bind_port, o->n_api_keys == 0 && !o->insecure_no_auth, &fd)) {
         fprintf(stderr, "shammah daemon: %s\n", sh_error_last());
         goto out;
     }
@@ -1179,7 +1190,10 @@ int server_run(const server_opts *o) {
                               0, NULL, NULL, on_request, s, MHD_OPTION_LISTEN_SOCKET, fd,
                               MHD_OPTION_NOTIFY_COMPLETED, on_completed, s,
                               MHD_OPTION_CONNECTION_LIMIT, (unsigned)SRV_MAX_CONNECTIONS,
-                              MHD_OPTION_CONNECTION_TIMEOUT, (unsigned)600,
+                              /* idle connections go after 2 minutes (streams send a
+                                 keep-alive every 10 s); one client cannot take every slot */
+                              MHD_OPTION_CONNECTION_TIMEOUT, (unsigned)120,
+                              MHD_OPTION_PER_IP_CONNECTION_LIMIT, (unsigned)(SRV_MAX_CONNECTIONS * 3 / 4),
                               /* request line + headers of one request (431/413 beyond) */
                               MHD_OPTION_CONNECTION_MEMORY_LIMIT, (size_t)(64 * 1024),
                               MHD_OPTION_END);
@@ -1204,7 +1218,13 @@ int server_run(const server_opts *o) {
     if (s->loader_started) pthread_join(s->loader, NULL);
     s->loader_started = 0;
     if (s->sc) sched_stop(s->sc); /* in-flight streams get their final event */
-    MHD_stop_daemon(s->mhd);      /* waits for the connection threads */
+    /* let the connection threads write those final events before the sockets are closed
+     * (bounded: SIGTERM must end the process within 5 s) */
+    for (int i = 0; i < 300 && metrics_active_streams(s->met) > 0; i++) {
+        struct timespec ts = {0, 10000000};
+        nanosleep(&ts, NULL);
+    }
+    MHD_stop_daemon(s->mhd); /* waits for the connection threads */
     s->mhd = NULL;
     rc = 0;
 out:

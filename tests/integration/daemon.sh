@@ -156,7 +156,9 @@ curl -s -N -H 'content-type: application/json' \
     -d '{"model":"x","stream":true,"max_tokens":100000,"messages":[{"role":"user","content":"go on forever"}]}' \
     $URL/v1/messages >"$T/term.sse" 2>/dev/null &
 CPID=$!
-sleep 1
+# signal as soon as the stream is flowing (a tiny model fills its context within a second)
+i=0
+until [ -s "$T/term.sse" ] || [ $i -gt 100 ]; do i=$((i + 1)); sleep 0.02; done
 kill -TERM $DPID
 wait $CPID
 check "stream ended with a final event on SIGTERM" sh -c "tail -3 '$T/term.sse' | grep -q '^event: error'"
@@ -196,8 +198,7 @@ URL=http://127.0.0.1:$PORT
 SHAMMAH_HOME="$T/keyed" "$SH" daemon --bind 127.0.0.1:$PORT -m "$T/m.gguf" 2>>"$T/daemon.log" &
 DPID=$!
 i=0
-until curl -s -o /dev/null $URL/health 2>/dev/null || [ $i -gt 50 ]; do i=$((i + 1)); sleep 0.1; done
-sleep 0.5
+until [ "$(curl -s -o /dev/null -w '%{http_code}' $URL/health)" = 200 ] || [ $i -gt 100 ]; do i=$((i + 1)); sleep 0.1; done
 body='{"model":"x","max_tokens":3,"messages":[{"role":"user","content":"hi"}]}'
 check "no key: 401 (anthropic)" test "$(curl -s -o "$T/o" -w '%{http_code}' -H 'content-type: application/json' -d "$body" $URL/v1/messages)" = 401
 check "401 in anthropic format" grep -q '"authentication_error"' "$T/o"
