@@ -1191,9 +1191,8 @@ int server_run(const server_opts *o) {
                               MHD_OPTION_NOTIFY_COMPLETED, on_completed, s,
                               MHD_OPTION_CONNECTION_LIMIT, (unsigned)SRV_MAX_CONNECTIONS,
                               /* idle connections go after 2 minutes (streams send a
-                                 keep-alive every 10 s); one client cannot take every slot */
+                                 keep-alive every 10 s) */
                               MHD_OPTION_CONNECTION_TIMEOUT, (unsigned)120,
-                              MHD_OPTION_PER_IP_CONNECTION_LIMIT, (unsigned)(SRV_MAX_CONNECTIONS * 3 / 4),
                               /* request line + headers of one request (431/413 beyond) */
                               MHD_OPTION_CONNECTION_MEMORY_LIMIT, (size_t)(64 * 1024),
                               MHD_OPTION_END);
