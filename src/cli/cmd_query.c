@@ -253,7 +253,9 @@ int cmd_daemon_start(int argc, char **argv) {
     if (client_spawn(c, &pid)) goto fail;
     /* ready = answers /health with 200; loading a model can take longer: ensure waits 10 s */
     if (client_ensure_daemon(c)) goto fail;
-    printf("%d\n", (int)pid);
+    /* the spawner detaches through an intermediate process: the PID file names the daemon */
+    pid_t running = pidfile_running(pp);
+    printf("%d\n", (int)(running ? running : pid));
     rc = 0;
     goto out;
 fail:
