@@ -31,6 +31,7 @@
 #include "proto/openai.h"
 #include "router/router.h"
 #include "router/teacher.h"
+#include "server/feedback.h"
 #include "server/local.h"
 #include "server/metrics.h"
 #include "server/pidfile.h"
@@ -64,6 +65,7 @@ typedef struct {
     atomic_uint_fast64_t ids;
     sessions *sess;
     router *rt;
+    feedback_store *fb;
 } srv;
 
 /* ---- per-request state ---- */
@@ -84,6 +86,7 @@ static const char *route_label(const char *url) {
     for (size_t i = 0; i < sizeof known / sizeof *known; i++)
         if (!strcmp(url, known[i])) return known[i];
     if (!strncmp(url, "/v1/session/", 12)) return "/v1/session";
+    if (!strcmp(url, "/v1/feedback")) return "/v1/feedback";
     return "other";
 }
 
@@ -845,6 +848,24 @@ out:
     return ret;
 }
 
+/* POST /v1/feedback: validated, stored durably, then acknowledged; the query's category
+ * teaches the router (weight 1, "good", counts as a good local answer; heavier feedback marks a
+ * correction: a bad one). */
+static enum MHD_Result route_feedback(srv *s, struct MHD_Connection *c, req_ctx *rc) {
+    if (rc->too_big)
+        return send_errorf(c, rc, DIALECT_OPENAI, CONV_ERR_TOO_LARGE, NULL, "feedback body too large");
+    feedback_item it;
+    if (feedback_parse(rc->body ? rc->body : "", rc->len, &it))
+        return send_errorf(c, rc, DIALECT_OPENAI, CONV_ERR_INVALID, NULL, "%s", sh_error_last());
+    int64_t id = 0;
+    int st = feedback_add(s->fb, &it, "user", &id);
+    if (!st) router_feedback(s->rt, router_categorize_text(it.query, strlen(it.query)), it.weight <= 1);
+    feedback_item_free(&it);
+    if (st) return send_errorf(c, rc, DIALECT_OPENAI, CONV_ERR_INTERNAL, NULL, "%s", sh_error_last());
+    return send_json(c, rc, 200, json_pack("{s:s,s:I,s:I}", "status", "queued", "id", (json_int_t)id,
+                                           "pending", (json_int_t)feedback_pending(s->fb)));
+}
+
 static enum MHD_Result route_session(srv *s, struct MHD_Connection *c, req_ctx *rc,
                                      const char *method, const char *id) {
     if (!sessions_id_valid(id))
@@ -1066,6 +1087,10 @@ static enum MHD_Result on_request(void *cls, struct MHD_Connection *c, const cha
         return route_get(s, c, rc, url);
     }
     if (!strncmp(url, "/v1/session/", 12)) return route_session(s, c, rc, method, url + 12);
+    if (!strcmp(url, "/v1/feedback")) {
+        if (!is_post) return send_errorf(c, rc, dialect, CONV_ERR_INVALID, NULL, "/v1/feedback takes POST");
+        return route_feedback(s, c, rc);
+    }
     return send_errorf(c, rc, dialect, CONV_ERR_NOT_FOUND, NULL, "no route for %s %s", method, url);
 }
 
@@ -1168,6 +1193,10 @@ int server_run(const server_opts *o) {
         goto out;
     }
     sessions_purge(s->sess);
+    if (feedback_open(&s->fb, db_path)) {
+        fprintf(stderr, "shammah daemon: %s\n", sh_error_last());
+        goto out;
+    }
     if (teacher_global_init() || router_open(&s->rt, o->teachers, o->n_teachers, db_path, NULL)) {
         fprintf(stderr, "shammah daemon: router: %s\n", sh_error_last());
         goto out;
@@ -1236,6 +1265,7 @@ out:
     metrics_free(s->met);
     sessions_close(s->sess);
     router_close(s->rt);
+    feedback_close(s->fb);
     pidfile_release(&pf);
     pthread_mutex_destroy(&s->mu);
     free(s);

@@ -132,6 +132,16 @@ check "delete again 404" test "$(curl -s -o /dev/null -w '%{http_code}' -X DELET
 check "bad session id 400" test "$(turn 'a b' 'x')" = 400
 check "session for the restart" test "$(turn keep 'Keep this')" = 200
 
+# ---- feedback: validated, stored before the answer ----
+fbpost() { curl -s -o "$T/fb" -w '%{http_code}' -H 'content-type: application/json' -d "$1" $URL/v1/feedback; }
+check "feedback query/response 200" test "$(fbpost '{"query":"What is 2+2?","response":"5","weight":"critical","feedback":"it is 4"}')" = 200
+check "feedback queued with an id" grep -q '"status":"queued","id":1' "$T/fb"
+check "feedback messages form" test "$(fbpost '{"messages":[{"role":"user","content":"hi"},{"role":"assistant","content":"hello"}],"weight":2.5}')" = 200
+check "feedback bad weight 400" test "$(fbpost '{"query":"a","response":"b","weight":-1}')" = 400
+check "feedback error names the field" grep -q 'weight' "$T/fb"
+check "feedback without an answer 400" test "$(fbpost '{"messages":[{"role":"user","content":"hi"}],"weight":1}')" = 400
+check "feedback bad json 400" test "$(fbpost '{nope')" = 400
+
 # ---- CORS: only loopback origins ----
 check "CORS for a local page" sh -c "curl -s -D - -o /dev/null -H 'Origin: http://localhost:5173' $URL/v1/models | grep -qi '^access-control-allow-origin: http://localhost:5173'"
 check "no CORS for other origins" sh -c "! curl -s -D - -o /dev/null -H 'Origin: https://evil.example' $URL/v1/models | grep -qi '^access-control-allow-origin'"
@@ -184,6 +194,16 @@ check "sessions survive a restart" sh -c "curl -s $URL/v1/session/keep | grep -q
 check "no model: health 503" test "$(curl -s -o /dev/null -w '%{http_code}' $URL/health)" = 503
 code=$(curl -s -o "$T/o" -w '%{http_code}' -H 'content-type: application/json' -d '{"model":"x","max_tokens":5,"messages":[{"role":"user","content":"hi"}]}' $URL/v1/messages)
 check "no model: 503 in dialect" test "$code" = 503
+check "feedback survived the restart" sh -c "[ \"\$(curl -s -o '$T/fb' -w '%{http_code}' -H 'content-type: application/json' -d '{\"query\":\"q\",\"response\":\"r\",\"weight\":1}' $URL/v1/feedback)\" = 200 ] && grep -q '\"id\":3,\"pending\":3' '$T/fb'"
+# kill -9 right after an accepted feedback: it is still there afterwards
+fbpost '{"query":"q2","response":"r2","weight":"medium"}' >/dev/null
+kill -9 $DPID
+wait $DPID 2>/dev/null
+"$SH" daemon --bind 127.0.0.1:$PORT 2>>"$T/daemon.log" &
+DPID=$!
+i=0
+until curl -s -o /dev/null $URL/health 2>/dev/null || [ $i -gt 50 ]; do i=$((i + 1)); sleep 0.1; done
+check "feedback survived kill -9" sh -c "[ \"\$(curl -s -o '$T/fb' -w '%{http_code}' -H 'content-type: application/json' -d '{\"query\":\"q\",\"response\":\"r\",\"weight\":1}' $URL/v1/feedback)\" = 200 ] && grep -q '\"pending\":5' '$T/fb'"
 kill -INT $DPID
 wait $DPID
 check "SIGINT exits 0" test $? -eq 0
