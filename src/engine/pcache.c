@@ -109,3 +109,8 @@ int pcache_busy(const pcache *c) {
 int64_t pcache_reused_total(const pcache *c) {
     return c->reused_total;
 }
+
+void pcache_clear(pcache *c) {
+    for (int i = 0; i < c->n_slots; i++)
+        if (!c->slots[i].busy) model_seq_truncate(c->slots[i].seq, 0);
+}

@@ -26,6 +26,10 @@ int pcache_acquire(pcache *c, const int32_t *tokens, int32_t n, model_seq **seq,
                    int32_t *n_reused);
 void pcache_release(pcache *c, model_seq *seq);
 
+/* Forgets what the idle sequences hold (their keys and values were computed with other
+ * weights, e.g. before a new adapter). */
+void pcache_clear(pcache *c);
+
 /* ---- statistics ---- */
 int pcache_slots(const pcache *c);
 int pcache_busy(const pcache *c);

@@ -175,3 +175,46 @@ int64_t feedback_pending(feedback_store *f) {
     pthread_mutex_unlock(&f->mu);
     return n;
 }
+
+int feedback_each_pending(feedback_store *f, int max, feedback_fn fn, void *user) {
+    sqlite3_stmt *q = NULL;
+    int st = SH_OK;
+    pthread_mutex_lock(&f->mu);
+    if (sqlite3_prepare_v2(f->db, "SELECT id, messages, weight FROM feedback WHERE consumed = 0 "
+                                  "ORDER BY id LIMIT ?", -1, &q, NULL) != SQLITE_OK) {
+        st = db_error(f->db, "prepare");
+        goto out;
+    }
+    sqlite3_bind_int(q, 1, max);
+    int rc;
+    while ((rc = sqlite3_step(q)) == SQLITE_ROW && !st)
+        st = fn(user, sqlite3_column_int64(q, 0), (const char *)sqlite3_column_text(q, 1),
+                sqlite3_column_double(q, 2));
+    if (!st && rc != SQLITE_DONE && rc != SQLITE_ROW) st = db_error(f->db, "select");
+out:
+    sqlite3_finalize(q);
+    pthread_mutex_unlock(&f->mu);
+    return st;
+}
+
+int feedback_mark_consumed(feedback_store *f, const int64_t *ids, int n) {
+    sqlite3_stmt *q = NULL;
+    int st = SH_OK;
+    pthread_mutex_lock(&f->mu);
+    if (sqlite3_exec(f->db, "BEGIN IMMEDIATE", NULL, NULL, NULL) != SQLITE_OK ||
+        sqlite3_prepare_v2(f->db, "UPDATE feedback SET consumed = 1 WHERE id = ?", -1, &q, NULL) != SQLITE_OK) {
+        st = db_error(f->db, "update");
+        goto out;
+    }
+    for (int i = 0; i < n && !st; i++) {
+        sqlite3_bind_int64(q, 1, ids[i]);
+        if (sqlite3_step(q) != SQLITE_DONE) st = db_error(f->db, "update");
+        sqlite3_reset(q);
+    }
+    if (sqlite3_exec(f->db, st ? "ROLLBACK" : "COMMIT", NULL, NULL, NULL) != SQLITE_OK && !st)
+        st = db_error(f->db, "commit");
+out:
+    sqlite3_finalize(q);
+    pthread_mutex_unlock(&f->mu);
+    return st;
+}

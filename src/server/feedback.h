@@ -36,4 +36,11 @@ void feedback_item_free(feedback_item *it);
 int feedback_add(feedback_store *f, const feedback_item *it, const char *source, int64_t *id);
 int64_t feedback_pending(feedback_store *f); /* not yet consumed; < 0 on error */
 
+/* Calls fn for up to max pending examples, oldest first (messages JSON text, weight; both
+ * borrowed for the call). */
+typedef int (*feedback_fn)(void *user, int64_t id, const char *messages, double weight);
+int feedback_each_pending(feedback_store *f, int max, feedback_fn fn, void *user);
+/* Marks ids[0..n) consumed (one transaction), after the adapter trained on them is saved. */
+int feedback_mark_consumed(feedback_store *f, const int64_t *ids, int n);
+
 #endif

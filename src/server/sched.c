@@ -10,6 +10,7 @@
 
 #include "base/status.h"
 #include "engine/jsonc.h"
+#include "engine/lora.h"
 #include "engine/pcache.h"
 
 #define SCHED_RING 512        /* events a job may have waiting for its reader */
@@ -69,6 +70,7 @@ struct sched {
     sched_job *active[SCHED_MAX_PARALLEL];
     int n_queued;
     sched_stats stats;
+    const lora *lora_cur, *lora_next; /* swap requested when they differ */
 };
 
 /* ---- events (called with s->mu held) ---- */
@@ -271,12 +273,23 @@ static void *sched_main(void *arg) {
             admit_locked(s);
             int any = 0;
             for (int i = 0; i < s->o.parallel; i++) any |= s->active[i] != NULL;
-            if (s->stop || any) break;
+            if (s->stop || any || s->lora_next != s->lora_cur) break;
             pthread_cond_wait(&s->cv, &s->mu);
         }
         if (s->stop) {
             pthread_mutex_unlock(&s->mu);
             break;
+        }
+        if (s->lora_next != s->lora_cur) { /* between steps: no evaluation is running */
+            model_ws_set_lora(s->ws, s->lora_next);
+            pcache_clear(s->pc);
+            s->lora_cur = s->lora_next;
+            int any = 0;
+            for (int i = 0; i < s->o.parallel; i++) any |= s->active[i] != NULL;
+            if (!any) {
+                pthread_mutex_unlock(&s->mu);
+                continue;
+            }
         }
         /* pick what to evaluate: prompt chunks and one decode token per job */
         int n = 0;
@@ -577,4 +590,20 @@ void sched_get_stats(sched *s, sched_stats *out) {
     for (int i = 0; i < s->o.parallel; i++) out->active += s->active[i] != NULL;
     out->queued = s->n_queued;
     pthread_mutex_unlock(&s->mu);
+}
+
+const void *sched_set_lora(sched *s, const void *l) {
+    pthread_mutex_lock(&s->mu);
+    const void *old = s->lora_next;
+    s->lora_next = l;
+    pthread_cond_signal(&s->cv);
+    pthread_mutex_unlock(&s->mu);
+    return old;
+}
+
+int sched_lora_applied(sched *s) {
+    pthread_mutex_lock(&s->mu);
+    int done = s->lora_cur == s->lora_next;
+    pthread_mutex_unlock(&s->mu);
+    return done;
 }

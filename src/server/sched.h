@@ -72,6 +72,13 @@ int sched_job_done(sched_job *j);
 void sched_job_cancel(sched_job *j);
 void sched_job_release(sched_job *j);
 
+/* Serve with adapter l (borrowed until the next swap has been applied; NULL: none) from the
+ * next step on; idle cached prefixes are forgotten (they were computed with the old weights).
+ * Returns the adapter in use before, which the caller may free only after
+ * sched_lora_applied() says the swap happened. */
+const void *sched_set_lora(sched *s, const void *l);
+int sched_lora_applied(sched *s);
+
 /* ---- status ---- */
 typedef struct {
     int active;   /* jobs being evaluated */

@@ -7,6 +7,7 @@
 #include "server/server.h"
 
 #include <arpa/inet.h>
+#include <dirent.h>
 #include <errno.h>
 #include <jansson.h>
 #include <microhttpd.h>
@@ -23,6 +24,7 @@
 #include <time.h>
 #include <unistd.h>
 
+#include "base/paths.h"
 #include "base/status.h"
 #include "engine/model.h"
 #include "engine/tokenizer.h"
@@ -31,12 +33,16 @@
 #include "proto/openai.h"
 #include "router/router.h"
 #include "router/teacher.h"
+#include "engine/lora.h"
 #include "server/feedback.h"
 #include "server/local.h"
 #include "server/metrics.h"
 #include "server/pidfile.h"
 #include "server/sched.h"
 #include "server/sessions.h"
+#include "train/lora_adapter.h"
+#include "train/lora_train.h"
+#include "train/train_data.h"
 
 #define SRV_VERSION "0.1.0"
 #define SRV_KEEPALIVE_MS 10000 /* a comment/ping when a stream has been quiet this long */
@@ -66,6 +72,18 @@ typedef struct {
     sessions *sess;
     router *rt;
     feedback_store *fb;
+    /* training worker and adapters (under tr_mu) */
+    pthread_mutex_t tr_mu;
+    pthread_cond_t tr_cv;
+    pthread_t tr_th;
+    int tr_started, tr_requested, tr_stop, tr_active;
+    int tr_step, tr_steps;
+    double tr_loss;
+    int64_t last_started, last_finished, last_examples;
+    double loss_before, loss_after;
+    char last_adapter[256], last_error[256];
+    lora *ad_active, *ad_prev;
+    char ad_active_name[128], ad_prev_name[128];
 } srv;
 
 /* ---- per-request state ---- */
@@ -87,6 +105,8 @@ static const char *route_label(const char *url) {
         if (!strcmp(url, known[i])) return known[i];
     if (!strncmp(url, "/v1/session/", 12)) return "/v1/session";
     if (!strcmp(url, "/v1/feedback")) return "/v1/feedback";
+    if (!strncmp(url, "/v1/training/", 13)) return "/v1/training";
+    if (!strncmp(url, "/v1/adapters", 12)) return "/v1/adapters";
     return "other";
 }
 
@@ -755,6 +775,237 @@ static router_local_state local_state(srv *s) {
     }
 }
 
+/* ---- training worker and adapters ----
+ *
+ * One run at a time, on request (POST /v1/training/run): the pending feedback becomes
+ * examples rendered exactly as chat requests are (td_add uses the daemon's own prompt code),
+ * a LoRA adapter is trained (rank 16, alpha 32, lr 1e-3, 4 epochs: few, heavily weighted
+ * examples), saved under SHAMMAH_HOME/adapters/, the examples marked consumed only then, and
+ * the adapter swapped in between two decoding steps. The trainer uses one thread and pauses
+ * between optimizer steps while requests are being generated, so serving keeps priority. */
+
+static int valid_adapter_id(const char *id) {
+    size_t n = strlen(id);
+    if (n == 0 || n > 100 || id[0] == '.') return 0;
+    return strspn(id, "ABCDEFGHIJKLMNOPQRSTUVWXYZabcdefghijklmnopqrstuvwxyz0123456789._-") == n;
+}
+
+/* Makes the adapter file `id` (or none) the served one. Called with tr_mu held. */
+static int activate_adapter_locked(srv *s, const char *id) {
+    lora *l = NULL;
+    if (strcmp(id, "none") != 0) {
+        char path[4400];
+        snprintf(path, sizeof path, "%s/adapters/%s.gguf", s->o.home, id);
+        int st = lora_load(&l, path, s->m, 1.0f);
+        if (st) return st;
+    }
+    sched_set_lora(s->sc, l);
+    for (int i = 0; i < 2500 && !sched_lora_applied(s->sc); i++) { /* bounded: 5 s */
+        struct timespec ts = {0, 2000000};
+        nanosleep(&ts, NULL);
+    }
+    lora_free(s->ad_prev); /* no longer served by anything */
+    s->ad_prev = s->ad_active;
+    snprintf(s->ad_prev_name, sizeof s->ad_prev_name, "%s", s->ad_active_name);
+    s->ad_active = l;
+    snprintf(s->ad_active_name, sizeof s->ad_active_name, "%s", l ? id : "");
+    return SH_OK;
+}
+
+typedef struct {
+    srv *s;
+    td_set set;
+    int64_t *ids;
+    int n, cap;
+} collect_ctx;
+
+static int collect_one(void *user, int64_t id, const char *messages, double weight) {
+    collect_ctx *cc = user;
+    json_t *arr = json_loads(messages, 0, NULL);
+    int n = (int)json_array_size(arr), st = SH_OK;
+    td_msg *m = calloc((size_t)(n ? n : 1), sizeof *m);
+    for (int i = 0; m && i < n; i++) {
+        json_t *it = json_array_get(arr, (size_t)i);
+        m[i].role = json_string_value(json_object_get(it, "role"));
+        m[i].content = json_string_value(json_object_get(it, "content"));
+    }
+    /* an example the template cannot take is skipped, not fatal */
+    if (m && n >= 2 && td_add(&cc->set, &cc->s->lm, m, n, (float)weight) == SH_OK) {
+        if (cc->n == cc->cap) {
+            int cap = cc->cap ? cc->cap * 2 : 64;
+            int64_t *ids = realloc(cc->ids, sizeof *ids * (size_t)cap);
+            if (!ids) st = SH_ENOMEM;
+            else cc->ids = ids, cc->cap = cap;
+        }
+        if (!st) cc->ids[cc->n++] = id;
+    }
+    free(m);
+    json_decref(arr);
+    return st;
+}
+
+static int train_progress(void *user, const lt_progress *p) {
+    srv *s = user;
+    pthread_mutex_lock(&s->tr_mu);
+    s->tr_step = p->step;
+    s->tr_steps = p->steps;
+    s->tr_loss = p->loss;
+    int stop = s->tr_stop;
+    pthread_mutex_unlock(&s->tr_mu);
+    /* serving first: wait while requests are being generated (bounded per step) */
+    sched_stats ss;
+    for (int i = 0; i < 100 && !stop; i++) {
+        sched_get_stats(s->sc, &ss);
+        if (ss.active == 0 && ss.queued == 0) break;
+        struct timespec ts = {0, 20000000};
+        nanosleep(&ts, NULL);
+    }
+    return stop;
+}
+
+static void train_run(srv *s) {
+    collect_ctx cc = {.s = s};
+    lora_adapter *ad = NULL;
+    lt_trainer *lt = NULL;
+    char err[256] = "";
+    int st = feedback_each_pending(s->fb, 10000, collect_one, &cc);
+    if (!st && cc.n == 0) {
+        snprintf(err, sizeof err, "no pending feedback to train on");
+        goto out;
+    }
+    if (!st) st = lora_adapter_new(&ad, s->m, lora_targets_default(), 16, 32.0f, (uint64_t)time(NULL));
+    lt_params lp;
+    lt_params_default(&lp);
+    lp.lr = 1e-3f;
+    lp.epochs = 4;
+    lp.n_threads = 1;
+    if (!st) st = lt_new(&lt, s->m, ad, &lp);
+    lt_result res;
+    memset(&res, 0, sizeof res);
+    if (!st) st = lt_train(lt, cc.set.ex, cc.set.n, train_progress, s, &res);
+    char name[128], path[4400], dir[4200];
+    snprintf(name, sizeof name, "adapter-%lld", (long long)time(NULL));
+    snprintf(dir, sizeof dir, "%s/adapters", s->o.home);
+    snprintf(path, sizeof path, "%s/%s.gguf", dir, name);
+    if (!st) st = paths_mkdirs(dir, 0700);
+    if (!st) st = lora_adapter_save(ad, path);
+    if (!st) st = feedback_mark_consumed(s->fb, cc.ids, cc.n);
+    pthread_mutex_lock(&s->tr_mu);
+    if (!st) {
+        s->loss_before = res.loss_before;
+        s->loss_after = res.loss_after;
+        s->last_examples = cc.n;
+        snprintf(s->last_adapter, sizeof s->last_adapter, "%s", name);
+        st = activate_adapter_locked(s, name);
+        fprintf(stderr, "shammah daemon: trained %s on %d examples (loss %.3f -> %.3f), now served\n",
+                name, cc.n, res.loss_before, res.loss_after);
+    }
+    if (st) snprintf(err, sizeof err, "%s", sh_error_last());
+    pthread_mutex_unlock(&s->tr_mu);
+out:
+    pthread_mutex_lock(&s->tr_mu);
+    snprintf(s->last_error, sizeof s->last_error, "%s", err);
+    s->last_finished = time(NULL);
+    pthread_mutex_unlock(&s->tr_mu);
+    lt_free(lt);
+    lora_adapter_free(ad);
+    td_set_free(&cc.set);
+    free(cc.ids);
+}
+
+static void *train_main(void *arg) {
+    srv *s = arg;
+    pthread_mutex_lock(&s->tr_mu);
+    for (;;) {
+        while (!s->tr_requested && !s->tr_stop) pthread_cond_wait(&s->tr_cv, &s->tr_mu);
+        if (s->tr_stop) break;
+        s->tr_requested = 0;
+        s->tr_active = 1;
+        s->tr_step = s->tr_steps = 0;
+        s->last_started = time(NULL);
+        pthread_mutex_unlock(&s->tr_mu);
+        train_run(s);
+        pthread_mutex_lock(&s->tr_mu);
+        s->tr_active = 0;
+    }
+    pthread_mutex_unlock(&s->tr_mu);
+    return NULL;
+}
+
+static enum MHD_Result route_training(srv *s, struct MHD_Connection *c, req_ctx *rc,
+                                      const char *method, const char *url) {
+    if (!strcmp(url, "/v1/training/run") && !strcmp(method, "POST")) {
+        if (model_state(s, NULL, 0) != MODEL_READY) return unavailable(s, c, rc, DIALECT_OPENAI);
+        pthread_mutex_lock(&s->tr_mu);
+        int busy = s->tr_active || s->tr_requested;
+        if (!busy) {
+            s->tr_requested = 1;
+            pthread_cond_signal(&s->tr_cv);
+        }
+        pthread_mutex_unlock(&s->tr_mu);
+        if (busy) return send_errorf(c, rc, DIALECT_OPENAI, CONV_ERR_RATE, NULL, "a training run is already in progress");
+        return send_json(c, rc, 202, json_pack("{s:s}", "status", "started"));
+    }
+    if (!strcmp(url, "/v1/training/status") && !strcmp(method, "GET")) {
+        int64_t pending = s->fb ? feedback_pending(s->fb) : 0;
+        pthread_mutex_lock(&s->tr_mu);
+        json_t *j = json_pack("{s:b,s:b,s:I,s:{s:i,s:i,s:f},s:{s:I,s:I,s:I,s:f,s:f,s:s,s:s}}", "enabled", 1,
+                              "active", s->tr_active || s->tr_requested, "pending", (json_int_t)pending,
+                              "progress", "step", s->tr_step, "steps", s->tr_steps, "loss", s->tr_loss,
+                              "last_run", "started", (json_int_t)s->last_started, "finished",
+                              (json_int_t)s->last_finished, "examples", (json_int_t)s->last_examples,
+                              "loss_before", s->loss_before, "loss_after", s->loss_after, "adapter",
+                              s->last_adapter, "error", s->last_error);
+        pthread_mutex_unlock(&s->tr_mu);
+        return send_json(c, rc, 200, j);
+    }
+    return send_errorf(c, rc, DIALECT_OPENAI, CONV_ERR_NOT_FOUND, NULL, "no route for %s %s", method, url);
+}
+
+static enum MHD_Result route_adapters(srv *s, struct MHD_Connection *c, req_ctx *rc,
+                                      const char *method, const char *url) {
+    if (!strcmp(url, "/v1/adapters") && !strcmp(method, "GET")) {
+        char dir[4200];
+        snprintf(dir, sizeof dir, "%s/adapters", s->o.home);
+        json_t *list = json_array();
+        DIR *d = opendir(dir);
+        struct dirent *e;
+        pthread_mutex_lock(&s->tr_mu);
+        while (d && (e = readdir(d)) && json_array_size(list) < 1000) {
+            size_t n = strlen(e->d_name);
+            if (n < 6 || strcmp(e->d_name + n - 5, ".gguf") || e->d_name[0] == '.') continue;
+            char id[256];
+            snprintf(id, sizeof id, "%.*s", (int)(n - 5), e->d_name);
+            json_array_append_new(list, json_pack("{s:s,s:b}", "id", id, "active", !strcmp(id, s->ad_active_name)));
+        }
+        if (d) closedir(d);
+        json_t *j = json_pack("{s:o,s:s?,s:s?}", "adapters", list, "active",
+                              s->ad_active_name[0] ? s->ad_active_name : NULL, "previous",
+                              s->ad_prev_name[0] ? s->ad_prev_name : NULL);
+        pthread_mutex_unlock(&s->tr_mu);
+        return send_json(c, rc, 200, j);
+    }
+    /* POST /v1/adapters/{id}/activate ("none" serves the base model; rollback = the previous) */
+    const char *p = url + strlen("/v1/adapters/");
+    const char *slash = strchr(p, '/');
+    if (!strcmp(method, "POST") && slash && !strcmp(slash, "/activate") && slash - p < 128) {
+        char id[128];
+        snprintf(id, sizeof id, "%.*s", (int)(slash - p), p);
+        if (!valid_adapter_id(id))
+            return send_errorf(c, rc, DIALECT_OPENAI, CONV_ERR_INVALID, NULL, "bad adapter id '%s'", id);
+        if (model_state(s, NULL, 0) != MODEL_READY) return unavailable(s, c, rc, DIALECT_OPENAI);
+        pthread_mutex_lock(&s->tr_mu);
+        if (!strcmp(id, "previous")) snprintf(id, sizeof id, "%s", s->ad_prev_name[0] ? s->ad_prev_name : "none");
+        int st = activate_adapter_locked(s, id);
+        pthread_mutex_unlock(&s->tr_mu);
+        if (st == SH_ENOTFOUND)
+            return send_errorf(c, rc, DIALECT_OPENAI, CONV_ERR_NOT_FOUND, NULL, "adapter '%s' not found", id);
+        if (st) return send_errorf(c, rc, DIALECT_OPENAI, CONV_ERR_INVALID, NULL, "%s", sh_error_last());
+        return send_json(c, rc, 200, json_pack("{s:s,s:s}", "status", "active", "id", id));
+    }
+    return send_errorf(c, rc, DIALECT_OPENAI, CONV_ERR_NOT_FOUND, NULL, "no route for %s %s", method, url);
+}
+
 /* ---- sessions ---- */
 
 /* "session_id" continues a stored conversation: its history goes before the request's
@@ -1087,6 +1338,8 @@ static enum MHD_Result on_request(void *cls, struct MHD_Connection *c, const cha
         return route_get(s, c, rc, url);
     }
     if (!strncmp(url, "/v1/session/", 12)) return route_session(s, c, rc, method, url + 12);
+    if (!strncmp(url, "/v1/training/", 13)) return route_training(s, c, rc, method, url);
+    if (!strncmp(url, "/v1/adapters", 12)) return route_adapters(s, c, rc, method, url);
     if (!strcmp(url, "/v1/feedback")) {
         if (!is_post) return send_errorf(c, rc, dialect, CONV_ERR_INVALID, NULL, "/v1/feedback takes POST");
         return route_feedback(s, c, rc);
@@ -1193,6 +1446,9 @@ int server_run(const server_opts *o) {
         goto out;
     }
     sessions_purge(s->sess);
+    pthread_mutex_init(&s->tr_mu, NULL);
+    pthread_cond_init(&s->tr_cv, NULL);
+    if (pthread_create(&s->tr_th, NULL, train_main, s) == 0) s->tr_started = 1;
     if (feedback_open(&s->fb, db_path)) {
         fprintf(stderr, "shammah daemon: %s\n", sh_error_last());
         goto out;
@@ -1245,6 +1501,14 @@ int server_run(const server_opts *o) {
     MHD_quiesce_daemon(s->mhd); /* no new connections */
     if (s->loader_started) pthread_join(s->loader, NULL);
     s->loader_started = 0;
+    if (s->tr_started) { /* a training run is cancelled; its examples stay pending */
+        pthread_mutex_lock(&s->tr_mu);
+        s->tr_stop = 1;
+        pthread_cond_signal(&s->tr_cv);
+        pthread_mutex_unlock(&s->tr_mu);
+        pthread_join(s->tr_th, NULL);
+        s->tr_started = 0;
+    }
     if (s->sc) sched_stop(s->sc); /* in-flight streams get their final event */
     /* let the connection threads write those final events before the sockets are closed
      * (bounded: SIGTERM must end the process within 5 s) */
@@ -1256,10 +1520,19 @@ int server_run(const server_opts *o) {
     s->mhd = NULL;
     rc = 0;
 out:
+    if (s->tr_started) {
+        pthread_mutex_lock(&s->tr_mu);
+        s->tr_stop = 1;
+        pthread_cond_signal(&s->tr_cv);
+        pthread_mutex_unlock(&s->tr_mu);
+        pthread_join(s->tr_th, NULL);
+    }
     if (s->loader_started) pthread_join(s->loader, NULL);
     if (s->mhd) MHD_stop_daemon(s->mhd);
     if (fd >= 0) close(fd);
     sched_free(s->sc);
+    lora_free(s->ad_active);
+    lora_free(s->ad_prev);
     tok_free(s->t);
     model_free(s->m);
     metrics_free(s->met);

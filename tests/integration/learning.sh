@@ -1,0 +1,57 @@
+#!/bin/sh
+# Feedback -> a training run inside the daemon -> the adapter served without a restart.
+set -u
+BUILD=${BUILD:-build}
+SH=$BUILD/shammah
+T=$(mktemp -d)
+export SHAMMAH_HOME="$T/home"
+mkdir -p "$SHAMMAH_HOME"
+pass=0
+fail=0
+DPID=""
+cleanup() { [ -n "$DPID" ] && kill "$DPID" 2>/dev/null && wait "$DPID" 2>/dev/null; rm -rf "$T"; }
+trap cleanup EXIT
+ok() { pass=$((pass + 1)); }
+bad() { fail=$((fail + 1)); echo "FAIL: $*"; }
+check() { n=$1; shift; if "$@"; then ok; else bad "$n"; fi; }
+PORT=$(node -e "const s=require('net').createServer();s.listen(0,'127.0.0.1',()=>{console.log(s.address().port);s.close()})")
+URL=http://127.0.0.1:$PORT
+
+"$SH" model synth --arch qwen2 --type f32 --embd 64 --heads 4 --kv-heads 2 --ff 128 --layers 2 \
+    --tie --seed 11 --vocab copy:tests/fixtures/vocab/ggml-vocab-qwen2.gguf --out "$T/m.gguf" >/dev/null || exit 1
+"$SH" daemon --bind 127.0.0.1:$PORT -m "$T/m.gguf" -t 2 --ctx 512 2>"$T/log" &
+DPID=$!
+i=0
+until [ "$(curl -s -o /dev/null -w '%{http_code}' $URL/health)" = 200 ]; do
+    i=$((i + 1)); [ $i -gt 100 ] && { cat "$T/log"; exit 1; }; sleep 0.1
+done
+ask() { curl -s -H 'content-type: application/json' -d '{"model":"x","max_tokens":6,"temperature":0,"messages":[{"role":"user","content":"What is the capital of France?"}]}' $URL/v1/chat/completions | sed 's/.*"content":"\([^"]*\)".*/\1/'; }
+before=$(ask)
+check "nothing to train yet" test "$(curl -s -o /dev/null -w '%{http_code}' -X POST $URL/v1/training/run)" = 202
+sleep 1
+for w in critical critical medium; do
+    curl -s -o /dev/null -H 'content-type: application/json' \
+        -d "{\"query\":\"What is the capital of France?\",\"response\":\"Paris is the capital.\",\"weight\":\"$w\"}" $URL/v1/feedback
+done
+check "3 pending" sh -c "curl -s $URL/v1/training/status | grep -q '\"pending\":3'"
+check "run starts" test "$(curl -s -o /dev/null -w '%{http_code}' -X POST $URL/v1/training/run)" = 202
+i=0
+while curl -s $URL/v1/training/status | grep -q '"active":true'; do
+    i=$((i + 1)); [ $i -gt 600 ] && break; sleep 0.1
+done
+curl -s $URL/v1/training/status >"$T/st"
+check "run finished" grep -q '"active":false' "$T/st"
+check "examples consumed" grep -q '"pending":0' "$T/st"
+check "adapter named" grep -q '"adapter":"adapter-' "$T/st"
+lb=$(sed 's/.*"loss_before":\([0-9.e+-]*\).*/\1/' "$T/st")
+la=$(sed 's/.*"loss_after":\([0-9.e+-]*\).*/\1/' "$T/st")
+check "loss fell ($lb -> $la)" awk -v a="$lb" -v b="$la" 'BEGIN { exit !(b < a) }'
+check "adapter listed as active" sh -c "curl -s $URL/v1/adapters | grep -q '\"active\":\"adapter-'"
+after=$(ask)
+check "the served answers changed without a restart" test "$before" != "$after"
+check "rollback to the base model" test "$(curl -s -o /dev/null -w '%{http_code}' -X POST $URL/v1/adapters/previous/activate)" = 200
+check "base answer again" test "$(ask)" = "$before"
+check "unknown adapter 404" test "$(curl -s -o /dev/null -w '%{http_code}' -X POST $URL/v1/adapters/nope/activate)" = 404
+check "path in adapter id refused" test "$(curl -s -o /dev/null -w '%{http_code}' -X POST $URL/v1/adapters/..%2Fx/activate)" -ge 400
+echo "learning: $pass passed, $fail failed"
+[ $fail -eq 0 ]
