@@ -278,14 +278,20 @@ static void *load_model(void *arg) {
 
 /* ---- generation ---- */
 
+/* The dialect's encoder for one answer, behind a small vtable so producers need not care. */
+typedef struct {
+    void *enc;
+    int (*event)(void *enc, const conv_event *ev);
+    int (*finish)(void *enc);
+    void (*free)(void *enc);
+} encoder;
+
+
 typedef struct {
     srv *s;
     sched_job *job;
     int dialect;
-    void *enc;
-    int (*enc_event)(void *enc, const conv_event *ev);
-    int (*enc_finish)(void *enc);
-    void (*enc_free)(void *enc);
+    encoder enc;
     conv_buf out;   /* bytes produced by the encoder, not yet sent */
     size_t out_off;
     int finished;
@@ -328,13 +334,53 @@ static void enc_anthropic_free(void *e) {
     anthropic_enc_free(e);
 }
 
+static char *new_id(srv *s, const char *prefix) {
+    static const char hex[] = "0123456789abcdef";
+    uint64_t x = atomic_fetch_add(&s->ids, 1) * 0x9E3779B97F4A7C15ull ^ (uint64_t)time(NULL) << 20 ^
+                 (uint64_t)getpid();
+    char *id = malloc(strlen(prefix) + 25);
+    if (!id) return NULL;
+    size_t p = strlen(prefix);
+    memcpy(id, prefix, p);
+    for (int i = 0; i < 24; i++) {
+        id[p + (size_t)i] = hex[x & 15];
+        x = (x >> 4) | (x << 60);
+        if (i == 11) x *= 0xBF58476D1CE4E5B9ull;
+    }
+    id[p + 24] = 0;
+    return id;
+}
+
+static int encoder_init(encoder *e, srv *s, int dialect, const conv_request *req, const char *model,
+                        conv_write_fn write, void *user) {
+    char *id = new_id(s, dialect == DIALECT_ANTHROPIC ? "msg_"
+                         : req->api == CONV_API_COMPLETION ? "cmpl-"
+                                                           : "chatcmpl-");
+    if (dialect == DIALECT_ANTHROPIC) {
+        anthropic_enc_opts ao = {.stream = req->stream, .model = model, .id = id ? id : "msg_0"};
+        *e = (encoder){anthropic_enc_new(&ao, write, user), enc_anthropic_event, enc_anthropic_finish,
+                       enc_anthropic_free};
+    } else {
+        openai_enc_opts oo = {.api = req->api,
+                              .stream = req->stream,
+                              .include_usage = req->include_usage,
+                              .model = model,
+                              .id = id ? id : "chatcmpl-0",
+                              .created = (int64_t)time(NULL)};
+        *e = (encoder){openai_enc_new(&oo, write, user), enc_openai_event, enc_openai_finish,
+                       enc_openai_free};
+    }
+    free(id);
+    return e->enc ? SH_OK : sh_error_set(SH_ENOMEM, "out of memory");
+}
+
 static void gen_free(gen *g) {
     if (!g) return;
     free(g->session_id);
     free(g->session_prefix);
     conv_accum_free(&g->answer);
     if (g->job) sched_job_release(g->job);
-    if (g->enc) g->enc_free(g->enc);
+    if (g->enc.enc) g->enc.free(g->enc.enc);
     conv_buf_free(&g->out);
     free(g);
 }
@@ -393,11 +439,11 @@ static int gen_event(gen *g, const sched_event *se) {
     if (ev->kind == CONV_EV_STOP)
         metrics_tokens(g->s->met, ev->usage.prompt_tokens, ev->usage.completion_tokens,
                        ev->usage.cached_tokens);
-    g->enc_event(g->enc, ev);
+    g->enc.event(g->enc.enc, ev);
     if (g->session_id) conv_accum_event(&g->answer, ev);
     if (ev->kind == CONV_EV_STOP && g->session_id) session_store(g);
     if (ev->kind == CONV_EV_STOP || ev->kind == CONV_EV_ERROR) {
-        g->enc_finish(g->enc);
+        g->enc.finish(g->enc.enc);
         g->finished = 1;
         return 1;
     }
@@ -436,22 +482,6 @@ static void stream_free(void *cls) {
     gen_free(g);
 }
 
-static char *new_id(srv *s, const char *prefix) {
-    static const char hex[] = "0123456789abcdef";
-    uint64_t x = atomic_fetch_add(&s->ids, 1) * 0x9E3779B97F4A7C15ull ^ (uint64_t)time(NULL) << 20 ^
-                 (uint64_t)getpid();
-    char *id = malloc(strlen(prefix) + 25);
-    if (!id) return NULL;
-    size_t p = strlen(prefix);
-    memcpy(id, prefix, p);
-    for (int i = 0; i < 24; i++) {
-        id[p + (size_t)i] = hex[x & 15];
-        x = (x >> 4) | (x << 60);
-        if (i == 11) x *= 0xBF58476D1CE4E5B9ull;
-    }
-    id[p + 24] = 0;
-    return id;
-}
 
 static enum MHD_Result teacher_answer(srv *s, struct MHD_Connection *c, req_ctx *rc, int dialect,
                                       conv_request *req, int first, int count);
@@ -504,29 +534,8 @@ static enum MHD_Result generate(srv *s, struct MHD_Connection *c, req_ctx *rc, i
         g->session_expect = turn->expect;
     }
     conv_buf_init(&g->out, SRV_OUTPUT_MAX);
-    char *id = new_id(s, dialect == DIALECT_ANTHROPIC ? "msg_"
-                         : req->api == CONV_API_COMPLETION ? "cmpl-"
-                                                           : "chatcmpl-");
-    if (dialect == DIALECT_ANTHROPIC) {
-        anthropic_enc_opts ao = {.stream = req->stream, .model = s->model_name, .id = id ? id : "msg_0"};
-        g->enc = anthropic_enc_new(&ao, gen_write, g);
-        g->enc_event = enc_anthropic_event;
-        g->enc_finish = enc_anthropic_finish;
-        g->enc_free = enc_anthropic_free;
-    } else {
-        openai_enc_opts oo = {.api = req->api,
-                              .stream = req->stream,
-                              .include_usage = req->include_usage,
-                              .model = s->model_name,
-                              .id = id ? id : "chatcmpl-0",
-                              .created = (int64_t)time(NULL)};
-        g->enc = openai_enc_new(&oo, gen_write, g);
-        g->enc_event = enc_openai_event;
-        g->enc_finish = enc_openai_finish;
-        g->enc_free = enc_openai_free;
-    }
-    free(id);
-    if (!g->enc) {
+    encoder_init(&g->enc, s, dialect, req, s->model_name, gen_write, g);
+    if (!g->enc.enc) {
         gen_free(g);
         local_req_free(&lr);
         return MHD_NO;
@@ -589,10 +598,7 @@ typedef struct {
     conv_request req; /* owned (moved from the handler) */
     int first, count;
     int dialect;
-    void *enc;
-    int (*enc_event)(void *enc, const conv_event *ev);
-    int (*enc_finish)(void *enc);
-    void (*enc_free)(void *enc);
+    encoder enc;
     pthread_t th;
     int started;
     pthread_mutex_t mu;
@@ -615,7 +621,7 @@ static int tgen_event(void *user, const conv_event *ev) {
     pthread_mutex_lock(&t->mu);
     while (!t->gone && t->out.len - t->out_off > TGEN_BUFFER / 2) pthread_cond_wait(&t->cv, &t->mu);
     if (!t->gone) {
-        t->enc_event(t->enc, ev);
+        t->enc.event(t->enc.enc, ev);
         t->events++;
         pthread_cond_broadcast(&t->cv);
     }
@@ -640,7 +646,7 @@ static void *tgen_main(void *arg) {
     o.cancel_user = t;
     teacher_chain_generate(&t->s->o.teachers[t->first], t->count, &t->req, &o, tgen_event, t, &t->res);
     pthread_mutex_lock(&t->mu);
-    if (t->events > 0 && !t->gone) t->enc_finish(t->enc);
+    if (t->events > 0 && !t->gone) t->enc.finish(t->enc.enc);
     t->done = 1;
     pthread_cond_broadcast(&t->cv);
     pthread_mutex_unlock(&t->mu);
@@ -655,7 +661,7 @@ static void tgen_free(tgen *t) {
         pthread_mutex_unlock(&t->mu);
         pthread_join(t->th, NULL);
     }
-    if (t->enc) t->enc_free(t->enc);
+    if (t->enc.enc) t->enc.free(t->enc.enc);
     conv_buf_free(&t->out);
     conv_request_free(&t->req);
     pthread_cond_destroy(&t->cv);
@@ -705,23 +711,8 @@ static enum MHD_Result teacher_answer(srv *s, struct MHD_Connection *c, req_ctx 
     pthread_cond_init(&t->cv, NULL);
     conv_buf_init(&t->out, SRV_OUTPUT_MAX);
     const char *model = t->req.model ? t->req.model : s->o.teachers[first].model;
-    char *id = new_id(s, dialect == DIALECT_ANTHROPIC ? "msg_" : t->req.api == CONV_API_COMPLETION ? "cmpl-" : "chatcmpl-");
-    if (dialect == DIALECT_ANTHROPIC) {
-        anthropic_enc_opts ao = {.stream = t->req.stream, .model = model, .id = id ? id : "msg_0"};
-        t->enc = anthropic_enc_new(&ao, tgen_write, t);
-        t->enc_event = enc_anthropic_event;
-        t->enc_finish = enc_anthropic_finish;
-        t->enc_free = enc_anthropic_free;
-    } else {
-        openai_enc_opts oo = {.api = t->req.api, .stream = t->req.stream, .include_usage = t->req.include_usage,
-                              .model = model, .id = id ? id : "chatcmpl-0", .created = (int64_t)time(NULL)};
-        t->enc = openai_enc_new(&oo, tgen_write, t);
-        t->enc_event = enc_openai_event;
-        t->enc_finish = enc_openai_finish;
-        t->enc_free = enc_openai_free;
-    }
-    free(id);
-    if (!t->enc || pthread_create(&t->th, NULL, tgen_main, t) != 0) {
+    encoder_init(&t->enc, s, dialect, &t->req, model, tgen_write, t);
+    if (!t->enc.enc || pthread_create(&t->th, NULL, tgen_main, t) != 0) {
         tgen_free(t);
         return MHD_NO;
     }
