@@ -97,7 +97,9 @@ int cmd_daemon(int argc, char **argv) {
                      .insecure_no_auth = insecure,
                      .backend_disabled = !cfg.backend.enabled,
                      .teachers = cfg.teachers,
-                     .n_teachers = cfg.n_teachers};
+                     .n_teachers = cfg.n_teachers,
+                     .train_auto = cfg.training.enabled,
+                     .train_threshold = cfg.training.min_examples};
     if (!*model) fprintf(stderr, "shammah daemon: no model configured: requests will get 503\n");
     int rc = server_run(&o);
     config_free(&cfg);

@@ -875,7 +875,10 @@ static void train_run(srv *s) {
     memset(&res, 0, sizeof res);
     if (!st) st = lt_train(lt, cc.set.ex, cc.set.n, train_progress, s, &res);
     char name[128], path[4400], dir[4200];
-    snprintf(name, sizeof name, "adapter-%lld", (long long)time(NULL));
+    static atomic_int run_seq;
+    /* unique across runs and daemons: never overwrite an adapter someone may roll back to */
+    snprintf(name, sizeof name, "adapter-%lld-%d-%d", (long long)time(NULL), (int)getpid(),
+             atomic_fetch_add(&run_seq, 1));
     snprintf(dir, sizeof dir, "%s/adapters", s->o.home);
     snprintf(path, sizeof path, "%s/%s.gguf", dir, name);
     if (!st) st = paths_mkdirs(dir, 0700);
@@ -923,24 +926,41 @@ static void *train_main(void *arg) {
     return NULL;
 }
 
+/* Starts a run unless one is under way; returns 1 when it was started. */
+static int request_training(srv *s) {
+    pthread_mutex_lock(&s->tr_mu);
+    int busy = s->tr_active || s->tr_requested;
+    if (!busy) {
+        s->tr_requested = 1;
+        pthread_cond_signal(&s->tr_cv);
+    }
+    pthread_mutex_unlock(&s->tr_mu);
+    return !busy;
+}
+
+/* [training] enabled: a run starts when min_examples are pending, or every 5 minutes when at
+ * least one is (checked on each feedback and on the daemon's minute tick). */
+static void maybe_train(srv *s, int tick) {
+    if (!s->o.train_auto || !s->fb || model_state(s, NULL, 0) != MODEL_READY) return;
+    int64_t pending = feedback_pending(s->fb);
+    pthread_mutex_lock(&s->tr_mu);
+    int64_t since = time(NULL) - (s->last_finished ? s->last_finished : s->started);
+    pthread_mutex_unlock(&s->tr_mu);
+    int threshold = s->o.train_threshold > 0 ? s->o.train_threshold : 10;
+    if (pending >= threshold || (tick && pending > 0 && since >= 300)) request_training(s);
+}
+
 static enum MHD_Result route_training(srv *s, struct MHD_Connection *c, req_ctx *rc,
                                       const char *method, const char *url) {
     if (!strcmp(url, "/v1/training/run") && !strcmp(method, "POST")) {
         if (model_state(s, NULL, 0) != MODEL_READY) return unavailable(s, c, rc, DIALECT_OPENAI);
-        pthread_mutex_lock(&s->tr_mu);
-        int busy = s->tr_active || s->tr_requested;
-        if (!busy) {
-            s->tr_requested = 1;
-            pthread_cond_signal(&s->tr_cv);
-        }
-        pthread_mutex_unlock(&s->tr_mu);
-        if (busy) return send_errorf(c, rc, DIALECT_OPENAI, CONV_ERR_RATE, NULL, "a training run is already in progress");
+        if (!request_training(s)) return send_errorf(c, rc, DIALECT_OPENAI, CONV_ERR_RATE, NULL, "a training run is already in progress");
         return send_json(c, rc, 202, json_pack("{s:s}", "status", "started"));
     }
     if (!strcmp(url, "/v1/training/status") && !strcmp(method, "GET")) {
         int64_t pending = s->fb ? feedback_pending(s->fb) : 0;
         pthread_mutex_lock(&s->tr_mu);
-        json_t *j = json_pack("{s:b,s:b,s:I,s:{s:i,s:i,s:f},s:{s:I,s:I,s:I,s:f,s:f,s:s,s:s}}", "enabled", 1,
+        json_t *j = json_pack("{s:b,s:b,s:I,s:{s:i,s:i,s:f},s:{s:I,s:I,s:I,s:f,s:f,s:s,s:s}}", "enabled", s->o.train_auto,
                               "active", s->tr_active || s->tr_requested, "pending", (json_int_t)pending,
                               "progress", "step", s->tr_step, "steps", s->tr_steps, "loss", s->tr_loss,
                               "last_run", "started", (json_int_t)s->last_started, "finished",
@@ -1104,6 +1124,7 @@ static enum MHD_Result route_feedback(srv *s, struct MHD_Connection *c, req_ctx 
     if (!st) router_feedback(s->rt, router_categorize_text(it.query, strlen(it.query)), it.weight <= 1);
     feedback_item_free(&it);
     if (st) return send_errorf(c, rc, DIALECT_OPENAI, CONV_ERR_INTERNAL, NULL, "%s", sh_error_last());
+    maybe_train(s, 0);
     return send_json(c, rc, 200, json_pack("{s:s,s:I,s:I}", "status", "queued", "id", (json_int_t)id,
                                            "pending", (json_int_t)feedback_pending(s->fb)));
 }
@@ -1487,6 +1508,7 @@ int server_run(const server_opts *o) {
         sig = sigtimedwait(&sigs, NULL, &ts);
         if (sig == SIGINT || sig == SIGTERM) break;
         sessions_purge(s->sess);
+        maybe_train(s, 1);
     }
     fprintf(stderr, "shammah daemon: %s received, shutting down\n", sig == SIGINT ? "SIGINT" : "SIGTERM");
     MHD_quiesce_daemon(s->mhd); /* no new connections */

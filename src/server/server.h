@@ -26,6 +26,8 @@ typedef struct {
     int backend_disabled;     /* [backend] enabled = false: teachers only */
     const sh_config_teacher *teachers; /* the fallback chain, in order (borrowed) */
     int n_teachers;
+    int train_auto;      /* [training] enabled: runs start by themselves */
+    int train_threshold; /* ... when this many examples are pending ([training] min_examples) */
 } server_opts;
 
 /* Runs the daemon in the foreground until SIGINT/SIGTERM. Returns the process exit code

@@ -53,5 +53,22 @@ check "rollback to the base model" test "$(curl -s -o /dev/null -w '%{http_code}
 check "base answer again" test "$(ask)" = "$before"
 check "unknown adapter 404" test "$(curl -s -o /dev/null -w '%{http_code}' -X POST $URL/v1/adapters/nope/activate)" = 404
 check "path in adapter id refused" test "$(curl -s -o /dev/null -w '%{http_code}' -X POST $URL/v1/adapters/..%2Fx/activate)" -ge 400
+# [training] enabled: a run starts by itself once min_examples are pending
+kill $DPID; wait $DPID 2>/dev/null
+printf '[training]\nenabled = true\nmin_examples = 2\n' >"$SHAMMAH_HOME/config.toml"
+"$SH" daemon --bind 127.0.0.1:$PORT -m "$T/m.gguf" -t 2 --ctx 512 2>>"$T/log" &
+DPID=$!
+i=0
+until [ "$(curl -s -o /dev/null -w '%{http_code}' $URL/health)" = 200 ]; do i=$((i + 1)); [ $i -gt 100 ] && break; sleep 0.1; done
+for q in one two; do
+    curl -s -o /dev/null -H 'content-type: application/json' \
+        -d "{\"query\":\"question $q\",\"response\":\"answer $q\",\"weight\":\"good\"}" $URL/v1/feedback
+done
+i=0
+until curl -s $URL/v1/training/status | grep -q '"pending":0,.*"active":false\|"active":false,"pending":0'; do
+    i=$((i + 1)); [ $i -gt 600 ] && break; sleep 0.1
+done
+check "automatic run consumed the examples" sh -c "curl -s $URL/v1/training/status | grep -q '\"pending\":0'"
+check "automatic run made a new adapter" sh -c "curl -s $URL/v1/adapters | grep -o '\"id\"' | wc -l | grep -qx 2"
 echo "learning: $pass passed, $fail failed"
 [ $fail -eq 0 ]
