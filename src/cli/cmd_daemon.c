@@ -99,7 +99,8 @@ int cmd_daemon(int argc, char **argv) {
                      .teachers = cfg.teachers,
                      .n_teachers = cfg.n_teachers,
                      .train_auto = cfg.training.enabled,
-                     .train_threshold = cfg.training.min_examples};
+                     .train_threshold = cfg.training.min_examples,
+                     .distill = cfg.training.distill};
     if (!*model) fprintf(stderr, "shammah daemon: no model configured: requests will get 503\n");
     int rc = server_run(&o);
     config_free(&cfg);

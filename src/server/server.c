@@ -607,6 +607,7 @@ typedef struct {
     size_t out_off;
     int events, done, gone;
     teacher_result res;
+    conv_accum answer; /* for distillation */
 } tgen;
 
 #define TGEN_BUFFER (1u << 20) /* encoded bytes waiting for the client */
@@ -622,6 +623,7 @@ static int tgen_event(void *user, const conv_event *ev) {
     while (!t->gone && t->out.len - t->out_off > TGEN_BUFFER / 2) pthread_cond_wait(&t->cv, &t->mu);
     if (!t->gone) {
         t->enc.event(t->enc.enc, ev);
+        conv_accum_event(&t->answer, ev);
         t->events++;
         pthread_cond_broadcast(&t->cv);
     }
@@ -638,6 +640,38 @@ static int tgen_canceled(void *user) {
     return g;
 }
 
+/* A teacher's answer becomes a training example (weight 1): the conversation's user and
+ * assistant text, then the answer's text. Answers that are only tool calls are skipped. */
+static void distill(tgen *t) {
+    const conv_accum *a = &t->answer;
+    if (!t->s->o.distill || !t->s->fb || !a->stopped || a->failed) return;
+    conv_buf text;
+    conv_buf_init(&text, 8u << 20);
+    for (int i = 0; i < a->n_blocks; i++)
+        if (a->blocks[i].kind == CONV_TEXT && a->blocks[i].text.p) conv_buf_puts(&text, a->blocks[i].text.p);
+    json_t *msgs = json_array();
+    const char *last_user = NULL;
+    for (int i = 0; i < t->req.n_messages; i++) {
+        const conv_message *m = &t->req.messages[i];
+        if (m->role != CONV_USER && m->role != CONV_ASSISTANT) continue;
+        for (int k = 0; k < m->n_blocks; k++) {
+            if (m->blocks[k].kind != CONV_TEXT || !m->blocks[k].text) continue;
+            json_array_append_new(msgs, json_pack("{s:s,s:s}", "role", m->role == CONV_USER ? "user" : "assistant",
+                                                  "content", m->blocks[k].text));
+            if (m->role == CONV_USER) last_user = m->blocks[k].text;
+        }
+    }
+    if (text.len > 0 && last_user) {
+        json_array_append_new(msgs, json_pack("{s:s,s:s}", "role", "assistant", "content", text.p));
+        feedback_item it = {.messages = json_dumps(msgs, JSON_COMPACT), .weight = 1, .query = strdup(last_user)};
+        int64_t id;
+        if (it.messages && it.query) feedback_add(t->s->fb, &it, "teacher", &id);
+        feedback_item_free(&it);
+    }
+    json_decref(msgs);
+    conv_buf_free(&text);
+}
+
 static void *tgen_main(void *arg) {
     tgen *t = arg;
     teacher_opts o;
@@ -645,6 +679,7 @@ static void *tgen_main(void *arg) {
     o.canceled = tgen_canceled;
     o.cancel_user = t;
     teacher_chain_generate(&t->s->o.teachers[t->first], t->count, &t->req, &o, tgen_event, t, &t->res);
+    distill(t);
     pthread_mutex_lock(&t->mu);
     if (t->events > 0 && !t->gone) t->enc.finish(t->enc.enc);
     t->done = 1;
@@ -663,6 +698,7 @@ static void tgen_free(tgen *t) {
     }
     if (t->enc.enc) t->enc.free(t->enc.enc);
     conv_buf_free(&t->out);
+    conv_accum_free(&t->answer);
     conv_request_free(&t->req);
     pthread_cond_destroy(&t->cv);
     pthread_mutex_destroy(&t->mu);
@@ -710,6 +746,7 @@ static enum MHD_Result teacher_answer(srv *s, struct MHD_Connection *c, req_ctx 
     pthread_mutex_init(&t->mu, NULL);
     pthread_cond_init(&t->cv, NULL);
     conv_buf_init(&t->out, SRV_OUTPUT_MAX);
+    conv_accum_init(&t->answer);
     const char *model = t->req.model ? t->req.model : s->o.teachers[first].model;
     encoder_init(&t->enc, s, dialect, &t->req, model, tgen_write, t);
     if (!t->enc.enc || pthread_create(&t->th, NULL, tgen_main, t) != 0) {

@@ -28,6 +28,7 @@ typedef struct {
     int n_teachers;
     int train_auto;      /* [training] enabled: runs start by themselves */
     int train_threshold; /* ... when this many examples are pending ([training] min_examples) */
+    int distill;         /* [training] distill: teacher answers become examples (weight 1) */
 } server_opts;
 
 /* Runs the daemon in the foreground until SIGINT/SIGTERM. Returns the process exit code
