@@ -9,6 +9,7 @@ int cmd_info(int argc, char **argv);     /* cmd_info.c */
 int cmd_tokenize(int argc, char **argv); /* cmd_tokenize.c */
 int cmd_model(int argc, char **argv);    /* cmd_model.c: `shammah model synth ...` */
 int cmd_daemon(int argc, char **argv);   /* cmd_daemon.c */
+int cmd_router(int argc, char **argv);   /* cmd_router.c: `shammah router stats` */
 int cmd_train(int argc, char **argv);    /* cmd_train.c: LoRA training on weighted examples */
 int cmd_query(int argc, char **argv);        /* cmd_query.c: one answer from the daemon */
 int cmd_daemon_start(int argc, char **argv); /* cmd_query.c */

@@ -13,6 +13,7 @@ typedef struct {
 static const command commands[] = {
     {"daemon", cmd_daemon, "serve the OpenAI- and Anthropic-compatible API"},
     {"run", cmd_run, "complete a prompt with a local model"},
+    {"router", cmd_router, "router stats: the learned routing state"},
     {"tokenize", cmd_tokenize, "print the token ids of a text"},
     {"bench", cmd_bench, "measure prompt and generation throughput"},
     {"info", cmd_info, "describe a model file"},

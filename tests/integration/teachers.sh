@@ -98,6 +98,7 @@ lo='{"model":"local","local_only":true,"max_tokens":4,"messages":[{"role":"user"
 code=$(curl -s -o "$T/o" -w '%{http_code}' -H 'content-type: application/json' -d "$lo" $URL/v1/messages)
 check "local_only without a local model is an error" test "$code" -ge 400
 check "teacher answers were queued for training (distill)" sh -c "curl -s $URL/v1/training/status | grep -q '\"pending\":[1-9]'"
+check "shammah router stats" sh -c "SHAMMAH_HOME='$T/b' '$SH' router stats | grep -q '\"'"
 check "status shows the router" sh -c "curl -s $URL/v1/status | grep -q '\"router\"'"
 
 # all teachers dead: a fast, clear error naming them
