@@ -27,6 +27,11 @@ DEB_PKGS := build-essential pkg-config libpcre2-dev libjansson-dev libcmocka-dev
 
 all: $(BUILD)/shammah
 
+# The embedded default model, linked in when present (src/engine/builtin.h).
+BUILTIN_MODEL := $(wildcard models/shammah-default.gguf)
+$(BUILD)/src/engine/builtin.o: ALL_CFLAGS += $(if $(BUILTIN_MODEL),-DSH_BUILTIN_MODEL_FILE='"$(abspath $(BUILTIN_MODEL))"')
+$(BUILD)/src/engine/builtin.o: $(BUILTIN_MODEL)
+
 $(BUILD)/%.o: %.c
 	@mkdir -p $(dir $@)
 	$(CC) $(ALL_CFLAGS) -MMD -MP -c $< -o $@

@@ -13,6 +13,9 @@
 #include "cli/commands.h"
 #include "engine/gguf.h"
 #include "engine/quant.h"
+#include "engine/tokenizer.h"
+#include "train/bpe_train.h"
+#include "cli/cliutil.h"
 
 #define TOY_MAX_SYMS 4096
 #define TOY_MAX_WORDS 1024
@@ -55,27 +58,6 @@ static float rng_gauss(void) {
 typedef struct {
     char *s; /* token text in GPT-2 byte-to-unicode form */
 } sym;
-
-/* GPT-2's printable mapping of bytes to code points, encoded as UTF-8 into out (<= 3 bytes). */
-static int byte_unicode(int b, char *out) {
-    int cp;
-    if ((b >= '!' && b <= '~') || (b >= 0xA1 && b <= 0xAC) || (b >= 0xAE && b <= 0xFF)) {
-        cp = b;
-    } else {
-        int n = 0;
-        for (int x = 0; x < b; x++)
-            if (!((x >= '!' && x <= '~') || (x >= 0xA1 && x <= 0xAC) || (x >= 0xAE && x <= 0xFF)))
-                n++;
-        cp = 256 + n;
-    }
-    if (cp < 0x80) {
-        out[0] = (char)cp;
-        return 1;
-    }
-    out[0] = (char)(0xC0 | (cp >> 6));
-    out[1] = (char)(0x80 | (cp & 0x3F));
-    return 2;
-}
 
 typedef struct {
     char **tokens;
@@ -134,14 +116,14 @@ static int toy_learn(toy_vocab *v, int n_merges) {
         int n = 0;
         for (const unsigned char *q = s; q < p && n < 64; q++) {
             char u[4] = {0};
-            byte_unicode(*q, u);
+            tok_byte_text(*q, u);
             words[n_words][n++] = strdup(u);
         }
         wlen[n_words++] = n;
     }
     for (int b = 0; b < 256; b++) {
         char u[4] = {0};
-        byte_unicode(b, u);
+        tok_byte_text((uint8_t)b, u);
         v->tokens[v->n_tokens] = strdup(u);
         v->types[v->n_tokens++] = 1;
     }
@@ -409,10 +391,96 @@ static int synth_lora(int argc, char **argv) {
     return rc;
 }
 
+/* `shammah model vocab`: learns a byte-level BPE vocabulary (ChatML specials and template)
+ * from a corpus and writes it as a vocabulary-only GGUF, for `model synth --vocab copy:`. */
+static int model_vocab(int argc, char **argv) {
+    const char *corpus = NULL, *out = NULL, *pre = "qwen2";
+    long long size = 4096, min_freq = 2;
+    int rc = 0, st = SH_OK;
+    char *text = NULL;
+    gguf_writer *w = NULL;
+    bpe_vocab v = {0};
+    for (int i = 1; i < argc; i++) {
+        const char *a = argv[i];
+        if (!strcmp(a, "--help") || !strcmp(a, "-h")) {
+            printf("usage: shammah model vocab --corpus FILE --out VOCAB.gguf [--size N] [--pre NAME]"
+                   " [--min-freq N]\n"
+                   "  learns a byte-level BPE vocabulary of N tokens (default 4096: 256 bytes, the\n"
+                   "  merges, and <|endoftext|> <|im_start|> <|im_end|>) from the corpus, split by the\n"
+                   "  pre-tokenizer NAME (default qwen2), with a ChatML chat template\n");
+            return 0;
+        }
+        if (i + 1 >= argc) {
+            fprintf(stderr, "shammah model vocab: %s needs a value\n", a);
+            return 2;
+        }
+        const char *val = argv[++i];
+        if (!strcmp(a, "--corpus")) corpus = val;
+        else if (!strcmp(a, "--out")) out = val;
+        else if (!strcmp(a, "--pre")) pre = val;
+        else if (!strcmp(a, "--size")) {
+            if (cli_int("shammah model vocab", a, val, 260, BPE_MAX_VOCAB, &size)) return 2;
+        } else if (!strcmp(a, "--min-freq")) {
+            if (cli_int("shammah model vocab", a, val, 1, 1000000000, &min_freq)) return 2;
+        } else {
+            fprintf(stderr, "shammah model vocab: unknown option %s\n", a);
+            return 2;
+        }
+    }
+    if (!corpus || !out) {
+        fprintf(stderr, "usage: shammah model vocab --corpus FILE --out VOCAB.gguf [--size N]\n");
+        return 2;
+    }
+    FILE *f = fopen(corpus, "rb");
+    if (!f) {
+        fprintf(stderr, "shammah model vocab: %s: %s\n", corpus, strerror(errno));
+        return 1;
+    }
+    size_t n = 0, cap = 0;
+    for (;;) { /* bounded: BPE over more than 256 MiB of text would take hours anyway */
+        if (n == cap) {
+            cap = cap ? cap * 2 : 1 << 20;
+            char *t = cap <= (256u << 20) ? realloc(text, cap) : NULL;
+            if (!t) {
+                st = sh_error_set(SH_ERANGE, "%s: corpus larger than 256 MiB or out of memory", corpus);
+                break;
+            }
+            text = t;
+        }
+        size_t got = fread(text + n, 1, cap - n, f);
+        n += got;
+        if (got == 0) break;
+    }
+    if (!st && ferror(f)) st = sh_error_set(SH_EIO, "%s: read error", corpus);
+    fclose(f);
+    if (st) goto out;
+    bpe_params p;
+    bpe_params_default(&p, (int32_t)size);
+    p.pre = pre;
+    p.min_freq = min_freq;
+    if ((st = bpe_learn(&v, text, n, &p)) || (st = gguf_writer_new(&w)) ||
+        (st = gguf_w_str(w, "general.architecture", "llama")) ||
+        (st = gguf_w_str(w, "general.name", "shammah-vocab")) || (st = bpe_write_kv(w, &v, &p)) ||
+        (st = gguf_writer_write(w, out)))
+        goto out;
+    fprintf(stderr, "%s: %d tokens (%d merges) from %lld words (%lld distinct)\n", out,
+            v.n_tokens, v.n_merges, (long long)v.n_words, (long long)v.n_unique);
+out:
+    if (st) {
+        fprintf(stderr, "shammah model vocab: %s\n", sh_error_last());
+        rc = 1;
+    }
+    bpe_vocab_free(&v);
+    gguf_writer_free(w);
+    free(text);
+    return rc;
+}
+
 int cmd_model(int argc, char **argv) {
+    if (argc >= 2 && !strcmp(argv[1], "vocab")) return model_vocab(argc - 1, argv + 1);
     if (argc >= 2 && !strcmp(argv[1], "synth-lora")) return synth_lora(argc - 1, argv + 1);
     if (argc < 2 || strcmp(argv[1], "synth") != 0) {
-        fprintf(stderr, "usage: shammah model synth|synth-lora ...  (--help for options)\n");
+        fprintf(stderr, "usage: shammah model synth|synth-lora|vocab ...  (--help for options)\n");
         return 2;
     }
     synth_opts o;

@@ -378,12 +378,18 @@ static int find_array(const gguf *g, const char *key, gguf_vtype et, int64_t *id
     return SH_OK;
 }
 
+/* GPT-2's byte-level mapping: printable Latin-1 bytes stand for themselves, the others take
+ * the code points from 256 up, in byte order. */
+static int byte_is_self(unsigned b) {
+    return (b >= 0x21 && b <= 0x7e) || (b >= 0xa1 && b <= 0xac) || (b >= 0xae && b <= 0xff);
+}
+
 static void init_byte_tables(tok *t) {
     int n = 0;
     for (int i = 0; i < 0x144; i++) t->bdec[i] = -1;
     for (int b = 0; b < 256; b++) {
         uint32_t cp;
-        if ((b >= 0x21 && b <= 0x7e) || (b >= 0xa1 && b <= 0xac) || (b >= 0xae && b <= 0xff))
+        if (byte_is_self((unsigned)b))
             cp = (uint32_t)b;
         else
             cp = 256 + (uint32_t)n++;
@@ -806,6 +812,8 @@ typedef struct {
     const char *subject; /* sanitised text the regexes run on */
     const char *words;   /* the bytes BPE sees, at the same offsets */
     int is_spm;
+    tok_word_fn word_fn; /* tok_pre_split: words go here instead of BPE */
+    void *word_user;
 } enc;
 
 static void emit(enc *e, int32_t id) {
@@ -947,7 +955,9 @@ static int bpe_word(enc *e, const char *w, size_t n) {
  * piece to stage k + 1 (the last stage runs BPE). */
 static int split_stage(enc *e, int k, const char *s, size_t n) {
     const tok *t = e->t;
-    if (k == t->n_re) return bpe_word(e, e->words + (s - e->subject), n);
+    if (k == t->n_re)
+        return e->word_fn ? e->word_fn(e->word_user, e->words + (s - e->subject), n)
+                          : bpe_word(e, e->words + (s - e->subject), n);
     size_t pos = 0, prev = 0;
     int rc;
     while (pos < n) {
@@ -1272,4 +1282,45 @@ int64_t tok_stream_flush(tok_utf8_stream *s, char *out, int64_t cap) {
     utf8_drain((const uint8_t *)s->pend, (size_t)s->n_pend, 1, out, &rest);
     s->n_pend = 0;
     return need;
+}
+
+/* ------------------------------------------------------------------------------------------ */
+/* vocabulary building */
+
+int tok_pre_split(const char *pre, const char *text, size_t len, tok_word_fn fn, void *user) {
+    if (!pre || (!text && len) || !fn) return sh_error_set(SH_EINVAL, "tok_pre_split: bad argument");
+    if (len > TOK_MAX_TEXT)
+        return sh_error_set(SH_ERANGE, "text of %zu bytes is too long to split", len);
+    const pre_def *pd = NULL;
+    for (size_t i = 0; i < sizeof pre_defs / sizeof pre_defs[0]; i++)
+        if (!strcmp(pre_defs[i].name, pre)) pd = &pre_defs[i];
+    if (!pd) return sh_error_set(SH_EUNSUPPORTED, "unknown pre-tokenizer type '%s'", pre);
+    int rc;
+    enc e = {.word_fn = fn, .word_user = user};
+    tok *t = calloc(1, sizeof *t);
+    if (!t) return sh_error_set(SH_ENOMEM, "out of memory");
+    e.t = t;
+    if ((rc = compile_regexes(t, &families[pd->family]))) goto out;
+    for (int i = 0; i < t->n_re; i++) {
+        e.md[i] = pcre2_match_data_create_from_pattern(t->re[i], NULL);
+        if (!e.md[i]) {
+            rc = sh_error_set(SH_ENOMEM, "out of memory while splitting");
+            goto out;
+        }
+    }
+    rc = len ? encode_bpe(&e, text, len) : SH_OK;
+out:
+    for (int i = 0; i < t->n_re; i++) pcre2_match_data_free(e.md[i]);
+    tok_free(t);
+    return rc;
+}
+
+int tok_byte_text(uint8_t b, char out[4]) {
+    uint32_t cp = b;
+    if (!byte_is_self(b)) {
+        uint32_t n = 0;
+        for (unsigned c = 0; c < b; c++) n += !byte_is_self(c);
+        cp = 256 + n;
+    }
+    return (int)utf8_put(cp, out);
 }

@@ -50,6 +50,16 @@ int32_t tok_find(const tok *t, const char *s);
 int tok_encode(const tok *t, const char *text, size_t len, int add_bos, int parse_special,
                int32_t *out, int64_t cap, int64_t *n_out);
 
+/* ---- vocabulary building ---- */
+/* Splits text[0..len) into the words a byte-level BPE tokenizer with pre-tokenizer `pre`
+ * ("qwen2", "llama3", "default", ...) would merge within, calling fn with each word's raw
+ * bytes (borrowed for the call). A vocabulary learnt on these words tokenizes consistently. */
+typedef int (*tok_word_fn)(void *user, const char *word, size_t n);
+int tok_pre_split(const char *pre, const char *text, size_t len, tok_word_fn fn, void *user);
+/* The byte-level (GPT-2) text of byte b, as vocabulary entries spell it: writes 1-2 bytes of
+ * UTF-8 to out and returns the count. */
+int tok_byte_text(uint8_t b, char out[4]);
+
 /* ---- decode ---- */
 /* Raw bytes of one token (byte-level decoding applied, SPM "▁" -> space, byte tokens ->
  * the byte). Control tokens give their text only when render_special. Returns the number of
