@@ -33,11 +33,20 @@ void quantize_row_q8_0_ref(const float *x, void *y, int64_t k);
 void quantize_row_q4_K_ref(const float *x, void *y, int64_t k);
 void quantize_row_q6_K_ref(const float *x, void *y, int64_t k);
 void quantize_row_q8_K_ref(const float *x, void *y, int64_t k);
+void quantize_row_q4_1_ref(const float *x, void *y, int64_t k);
+void quantize_row_q5_0_ref(const float *x, void *y, int64_t k);
+void quantize_row_q5_1_ref(const float *x, void *y, int64_t k);
+void quantize_row_q5_K_ref(const float *x, void *y, int64_t k);
+void quantize_row_q8_1_ref(const float *x, void *y, int64_t k);
 void dequantize_row_q4_0(const void *x, float *y, int64_t k);
 void dequantize_row_q8_0(const void *x, float *y, int64_t k);
 void dequantize_row_q4_K(const void *x, float *y, int64_t k);
 void dequantize_row_q6_K(const void *x, float *y, int64_t k);
 void dequantize_row_q8_K(const void *x, float *y, int64_t k);
+void dequantize_row_q4_1(const void *x, float *y, int64_t k);
+void dequantize_row_q5_0(const void *x, float *y, int64_t k);
+void dequantize_row_q5_1(const void *x, float *y, int64_t k);
+void dequantize_row_q5_K(const void *x, float *y, int64_t k);
 void ggml_fp32_to_bf16_row_ref(const float *x, ggml_bf16_t *y, int64_t n);
 
 #define N 512
@@ -115,16 +124,25 @@ static float ref_dot(enum ggml_type t, const void *q, const float *act) {
 typedef void (*qfn)(const float *, void *, int64_t);
 typedef void (*dfn)(const void *, float *, int64_t);
 
-static void weight_case(const char *dir, const char *name, enum ggml_type t, qfn quant, dfn deq) {
+/* shift moves the source values off zero, so sub-blocks with a positive minimum (the
+ * min/max types' other branch) appear. */
+static void weight_case_shift(const char *dir, const char *name, enum ggml_type t, qfn quant, dfn deq,
+                              float shift) {
     float x[N], out[N], act[N];
     size_t qb = ggml_row_size(t, N);
     uint8_t *q = malloc(qb);
     fill(x, N, 64);
+    for (int i = 0; i < N; i++)
+        x[i] += shift;
     fill(act, N, -1);
     quant(x, q, N);
     deq(q, out, N);
     write_fixture(dir, name, t, x, q, qb, out, act, ref_dot(t, q, act), 1);
     free(q);
+}
+
+static void weight_case(const char *dir, const char *name, enum ggml_type t, qfn quant, dfn deq) {
+    weight_case_shift(dir, name, t, quant, deq, 0.0f);
 }
 
 /* Random bytes reach scale/nibble patterns a quantizer may never produce. The f16 scales
@@ -165,6 +183,22 @@ static void act_case(const char *dir, const char *name, enum ggml_type t, qfn qu
 
 static void cpu_q8_0(const float *x, void *y, int64_t k) {
     ggml_get_type_traits_cpu(GGML_TYPE_Q8_0)->from_float(x, y, k);
+}
+
+static void cpu_q8_1(const float *x, void *y, int64_t k) {
+    ggml_get_type_traits_cpu(GGML_TYPE_Q8_1)->from_float(x, y, k);
+}
+
+/* ggml has no Q8_1 decoder: qs * d, with d the block's f16 scale. */
+static void deq_q8_1(const void *x, float *y, int64_t k) {
+    const uint8_t *b = x;
+    for (int64_t i = 0; i < k / 32; i++, b += 36) {
+        ggml_fp16_t h;
+        memcpy(&h, b, 2);
+        float d = ggml_fp16_to_fp32(h);
+        for (int j = 0; j < 32; j++)
+            y[i * 32 + j] = (int8_t)b[4 + j] * d;
+    }
 }
 
 static void f16_quant(const float *x, void *y, int64_t k) {
@@ -240,5 +274,20 @@ int main(int argc, char **argv) {
     act_case(dir, "q8_k_act", GGML_TYPE_Q8_K, quantize_row_q8_K_ref, dequantize_row_q8_K);
     conv_case(dir, "f16_conv", GGML_TYPE_F16, f16_quant, f16_deq);
     conv_case(dir, "bf16_conv", GGML_TYPE_BF16, bf16_quant, bf16_deq);
+    /* added with Q4_1, Q5_0, Q5_1, Q5_K (after the others, so their fixtures stay as they were) */
+    weight_case(dir, "q4_1", GGML_TYPE_Q4_1, quantize_row_q4_1_ref, dequantize_row_q4_1);
+    weight_case(dir, "q5_0", GGML_TYPE_Q5_0, quantize_row_q5_0_ref, dequantize_row_q5_0);
+    weight_case(dir, "q5_1", GGML_TYPE_Q5_1, quantize_row_q5_1_ref, dequantize_row_q5_1);
+    weight_case(dir, "q5_k", GGML_TYPE_Q5_K, quantize_row_q5_K_ref, dequantize_row_q5_K);
+    weight_case_shift(dir, "q4_1_pos", GGML_TYPE_Q4_1, quantize_row_q4_1_ref, dequantize_row_q4_1, 0.3f);
+    weight_case_shift(dir, "q5_1_pos", GGML_TYPE_Q5_1, quantize_row_q5_1_ref, dequantize_row_q5_1, 0.3f);
+    weight_case_shift(dir, "q5_k_pos", GGML_TYPE_Q5_K, quantize_row_q5_K_ref, dequantize_row_q5_K, 0.1f);
+    static const int off_q4_1[] = {0, 2}, off_q5_0[] = {0}, off_q5_1[] = {0, 2}, off_q5_k[] = {0, 2};
+    random_case(dir, "q4_1_rand", GGML_TYPE_Q4_1, dequantize_row_q4_1, 20, off_q4_1, 2);
+    random_case(dir, "q5_0_rand", GGML_TYPE_Q5_0, dequantize_row_q5_0, 22, off_q5_0, 1);
+    random_case(dir, "q5_1_rand", GGML_TYPE_Q5_1, dequantize_row_q5_1, 24, off_q5_1, 2);
+    random_case(dir, "q5_k_rand", GGML_TYPE_Q5_K, dequantize_row_q5_K, 176, off_q5_k, 2);
+    act_case(dir, "q8_1_act", GGML_TYPE_Q8_1, cpu_q8_1, deq_q8_1);
+    act_case(dir, "q8_1", GGML_TYPE_Q8_1, quantize_row_q8_1_ref, deq_q8_1);
     return 0;
 }

@@ -82,6 +82,8 @@ void config_defaults(sh_config *c) {
     c->backend.kv_type = kv_choices[0];
     c->backend.parallel = 4;
     c->backend.prefix_cache_slots = 8;
+    c->backend.max_loaded_models = 2;
+    c->backend.keep_alive = 300;
     c->client.use_daemon = true;
     c->client.daemon_address = "";
     c->client.auto_spawn = true;
@@ -878,6 +880,8 @@ static const fspec backend_spec[] = {
     {"kv_type", F_ENUM, CO(backend.kv_type), 0, 0, kv_choices},
     {"parallel", F_INT, CO(backend.parallel), 1, 256, NULL},
     {"prefix_cache_slots", F_INT, CO(backend.prefix_cache_slots), 1, 1024, NULL},
+    {"max_loaded_models", F_INT, CO(backend.max_loaded_models), 1, 16, NULL},
+    {"keep_alive", F_I64, CO(backend.keep_alive), -1, 1LL << 31, NULL},
     {NULL, 0, 0, 0, 0, NULL},
 };
 static const fspec client_spec[] = {

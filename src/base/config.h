@@ -37,6 +37,10 @@
  *   kv_type               string   "f16"     "f16" or "f32"
  *   parallel              integer  4         1..256 sequences decoded together
  *   prefix_cache_slots    integer  8         1..1024
+ *   max_loaded_models     integer  2         1..16 models in memory, the default included;
+ *                                            others load when a request names them
+ *   keep_alive            integer  300       seconds an on-demand model stays loaded idle;
+ *                                            0 = unload after each request, -1 = never
  * [client]
  *   use_daemon            boolean  true
  *   daemon_address        string   ""        "HOST:PORT"; "" = the [server] bind
@@ -110,6 +114,8 @@ typedef struct {
         const char *kv_type; /* "f16" or "f32" */
         int parallel;
         int prefix_cache_slots;
+        int max_loaded_models;
+        int64_t keep_alive;
     } backend;
     struct {
         bool use_daemon;

@@ -56,6 +56,9 @@ int cmd_bench(int argc, char **argv) {
         fprintf(stderr, "shammah bench: -m MODEL is required\n");
         return 2;
     }
+    char model_path[4096]; /* -m NAME through the registry */
+    if (cli_resolve_model("bench", path, model_path, sizeof model_path)) return 1;
+    path = model_path;
     model *m = NULL;
     model_ws *ws = NULL;
     model_seq *seqs[BENCH_MAX_PARALLEL] = {0};

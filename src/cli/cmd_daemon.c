@@ -75,6 +75,11 @@ int cmd_daemon(int argc, char **argv) {
     }
     if (!model) model = getenv("SHAMMAH_MODEL");
     if (!model || !*model) model = cfg.backend.enabled ? cfg.backend.model : "";
+    char model_path[PATHS_MAX]; /* a name through the registry; unresolved, the load reports it */
+    if (*model && cli_resolve_model("daemon", model, model_path, sizeof model_path) == 0)
+        model = model_path;
+    else if (!*model && cfg.backend.enabled && cli_default_model("daemon", home, model_path, sizeof model_path) == 0)
+        model = model_path;
     if (!kv) kv = cfg.backend.kv_type;
     if (strcmp(kv, "f16") && strcmp(kv, "f32")) {
         fprintf(stderr, "shammah daemon: --kv must be f16 or f32\n");
@@ -100,7 +105,9 @@ int cmd_daemon(int argc, char **argv) {
                      .n_teachers = cfg.n_teachers,
                      .train_auto = cfg.training.enabled,
                      .train_threshold = cfg.training.min_examples,
-                     .distill = cfg.training.distill};
+                     .distill = cfg.training.distill,
+                     .max_loaded_models = cfg.backend.max_loaded_models,
+                     .keep_alive_seconds = cfg.backend.keep_alive};
     if (!*model) fprintf(stderr, "shammah daemon: no model configured: requests will get 503\n");
     int rc = server_run(&o);
     config_free(&cfg);

@@ -29,6 +29,9 @@ int cmd_info(int argc, char **argv) {
         fprintf(stderr, "shammah info: -m MODEL is required\n");
         return 2;
     }
+    char model_path[4096]; /* -m NAME through the registry */
+    if (cli_resolve_model("info", path, model_path, sizeof model_path)) return 1;
+    path = model_path;
     model *m = NULL;
     tok *tk = NULL;
     int st = model_load(&m, path);

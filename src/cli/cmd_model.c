@@ -197,7 +197,8 @@ static void synth_usage(FILE *f) {
     fprintf(f,
             "usage: shammah model synth --out FILE [options]\n"
             "  --arch llama|qwen2|qwen3   architecture (default llama)\n"
-            "  --type T                   2-D weights: f32 f16 bf16 q8_0 q4_0 q4_k q6_k (default f32)\n"
+            "  --type T                   2-D weights: f32 f16 bf16 q8_0 q4_0 q4_1 q5_0 q5_1\n"
+            "                             q4_k q5_k q6_k (default f32)\n"
             "  --vocab toy|copy:F.gguf    toy byte-level BPE, or the tokenizer of another GGUF\n"
             "  --embd N --layers N --heads N --kv-heads N --head-dim N --ff N --ctx N\n"
             "  --rope-base F --eps F --tie --merges N --seed N\n"

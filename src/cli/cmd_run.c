@@ -217,6 +217,9 @@ static void print_json(const int32_t *prompt, int64_t n_prompt, const int32_t *g
 int cmd_run(int argc, char **argv) {
     run_opts o;
     if (parse(argc, argv, &o)) return 2;
+    char model_path[4096]; /* -m NAME through the registry */
+    if (cli_resolve_model("run", o.model, model_path, sizeof model_path)) return 1;
+    o.model = model_path;
     int rc = 1, st;
     model *m = NULL;
     tok *tk = NULL;

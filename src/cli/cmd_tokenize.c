@@ -103,6 +103,9 @@ int cmd_tokenize(int argc, char **argv) {
         fprintf(stderr, "shammah tokenize: no model given (-m MODEL.gguf; see --help)\n");
         return 2;
     }
+    char model_path[4096]; /* -m NAME through the registry */
+    if (cli_resolve_model("tokenize", model, model_path, sizeof model_path)) return 1;
+    model = model_path;
 
     size_t len = 0;
     if (text) {

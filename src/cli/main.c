@@ -17,6 +17,8 @@ static const command commands[] = {
     {"tokenize", cmd_tokenize, "print the token ids of a text"},
     {"bench", cmd_bench, "measure prompt and generation throughput"},
     {"info", cmd_info, "describe a model file"},
+    {"models", cmd_models, "list the models on this machine (home, config, Ollama)"},
+    {"pull", cmd_pull, "download a model (hf:OWNER/REPO/FILE.gguf or an alias)"},
     {"train", cmd_train, "train a LoRA adapter on weighted examples (JSONL)"},
     {"model", cmd_model, "model tools (synth: write a random-weight model)"},
     {"repl", cmd_repl, "the interactive session (also `shammah` alone)"},

@@ -7,8 +7,9 @@
  *     This is what ggml's AVX quantize_row_q8_0 does; its portable reference instead
  *     multiplies by 1/d and rounds half away from zero, which differs on a few elements.
  *   - Q8_K activations: ggml's reference (signed max, iscale = -127/max, d = 1/iscale).
- *   - Q8_0/Q4_0 weight quantization: ggml's reference rounding, so our files equal
- *     llama-quantize's for these types.
+ *   - Q8_1 activations (Q4_1/Q5_1): as Q8_0's, plus s = f16(d * sum(q)) from the unrounded d.
+ *   - Q8_0/Q4_0/Q4_1/Q5_0/Q5_1/Q5_K weight quantization: ggml's reference (Q5_K with its
+ *     weighted scale search), so our files equal llama-quantize's (no imatrix) for these.
  *   - Quantized dots accumulate integers per (sub-)block and scale once per block.
  *
  * Every type has one entry in a kernel table; a SIMD build replaces table entries only.
@@ -16,6 +17,7 @@
  * malloc'd buffers are. */
 #include "engine/quant.h"
 
+#include <float.h>
 #include <math.h>
 #include <pthread.h>
 #include <stdatomic.h>
@@ -284,6 +286,242 @@ static float dot_q4_0(const void *w, const void *a, int64_t n) {
     return sum;
 }
 
+/* ---- Q8_1: Q8_0 plus s = d * sum(q), the activations of Q4_1/Q5_1 ---- */
+static void deq_q8_1(const void *src, float *dst, int64_t n) {
+    const blk_q8_1 *b = src;
+    for (int64_t i = 0; i < n / QK8_0; i++) {
+        float d = qt_f16_to_f32(b[i].d);
+        for (int j = 0; j < QK8_0; j++)
+            dst[i * QK8_0 + j] = b[i].qs[j] * d;
+    }
+}
+
+/* ggml's reference (the writer's choice): rounding half away from zero, as q_q8_0. */
+static void q_q8_1(const float *src, void *dst, int64_t n) {
+    blk_q8_1 *b = dst;
+    for (int64_t i = 0; i < n / QK8_0; i++) {
+        const float *x = src + i * QK8_0;
+        float amax = 0;
+        for (int j = 0; j < QK8_0; j++)
+            amax = fmaxf(amax, fabsf(x[j]));
+        float d = amax / 127;
+        float id = d != 0 ? 1.0f / d : 0.0f;
+        int sum = 0;
+        for (int j = 0; j < QK8_0; j++) {
+            b[i].qs[j] = (int8_t)roundf(x[j] * id);
+            sum += b[i].qs[j];
+        }
+        b[i].d = qt_f32_to_f16(d);
+        b[i].s = qt_f32_to_f16((float)sum * d);
+    }
+}
+
+/* ggml's x86 from_float, as act_q8_0 (ties to even), the sum scaled by the unrounded d. */
+static void act_q8_1(const float *src, void *dst, int64_t n) {
+    blk_q8_1 *b = dst;
+    for (int64_t i = 0; i < n / QK8_0; i++) {
+        const float *x = src + i * QK8_0;
+        float amax = 0;
+        for (int j = 0; j < QK8_0; j++)
+            amax = fmaxf(amax, fabsf(x[j]));
+        float d = amax / 127.0f;
+        float id = amax != 0 ? 127.0f / amax : 0.0f;
+        int sum = 0;
+        for (int j = 0; j < QK8_0; j++) {
+            int q = round_even(x[j] * id);
+            q = q > 127 ? 127 : q < -128 ? -128 : q;
+            b[i].qs[j] = (int8_t)q;
+            sum += q;
+        }
+        b[i].d = qt_f32_to_f16(d);
+        b[i].s = qt_f32_to_f16(d * (float)sum);
+    }
+}
+
+/* ---- Q4_1: value q*d + m, q 0..15, nibble order of Q4_0 ---- */
+static void deq_q4_1(const void *src, float *dst, int64_t n) {
+    const blk_q4_1 *b = src;
+    for (int64_t i = 0; i < n / QK4_0; i++) {
+        float d = qt_f16_to_f32(b[i].d), m = qt_f16_to_f32(b[i].m);
+        float *y = dst + i * QK4_0;
+        for (int j = 0; j < QK4_0 / 2; j++) {
+            y[j] = (b[i].qs[j] & 0x0f) * d + m;
+            y[j + QK4_0 / 2] = (b[i].qs[j] >> 4) * d + m;
+        }
+    }
+}
+
+/* Block min and max of the row (f32, not yet rounded to f16), as ggml's references for the
+ * _1 types start. */
+static void minmax32(const float *x, float *lo, float *hi) {
+    float mn = FLT_MAX, mx = -FLT_MAX;
+    for (int j = 0; j < 32; j++) {
+        if (x[j] < mn)
+            mn = x[j];
+        if (x[j] > mx)
+            mx = x[j];
+    }
+    *lo = mn;
+    *hi = mx;
+}
+
+/* ggml's reference: d = (max - min)/15 from the unrounded min, q = trunc((x - min)/d + 0.5)
+ * capped at 15. */
+static void q_q4_1(const float *src, void *dst, int64_t n) {
+    blk_q4_1 *b = dst;
+    for (int64_t i = 0; i < n / QK4_0; i++) {
+        const float *x = src + i * QK4_0;
+        float mn, mx;
+        minmax32(x, &mn, &mx);
+        float d = (mx - mn) / 15;
+        float id = d != 0 ? 1.0f / d : 0.0f;
+        b[i].d = qt_f32_to_f16(d);
+        b[i].m = qt_f32_to_f16(mn);
+        for (int j = 0; j < QK4_0 / 2; j++) {
+            int q0 = (int)((x[j] - mn) * id + 0.5f);
+            int q1 = (int)((x[j + QK4_0 / 2] - mn) * id + 0.5f);
+            q0 = q0 > 15 ? 15 : q0;
+            q1 = q1 > 15 ? 15 : q1;
+            b[i].qs[j] = (uint8_t)(q0 | (q1 << 4));
+        }
+    }
+}
+
+/* Both dots with Q8_1 activations: the min term m * sum(a) comes from the activation's s. */
+static float dot_q4_1(const void *w, const void *a, int64_t n) {
+    const blk_q4_1 *x = w;
+    const blk_q8_1 *y = a;
+    float sum = 0;
+    for (int64_t i = 0; i < n / QK4_0; i++) {
+        int32_t isum = 0;
+        for (int j = 0; j < QK4_0 / 2; j++) {
+            isum += (x[i].qs[j] & 0x0f) * y[i].qs[j];
+            isum += (x[i].qs[j] >> 4) * y[i].qs[j + QK4_0 / 2];
+        }
+        sum += (float)isum * (qt_f16_to_f32(x[i].d) * qt_f16_to_f32(y[i].d)) +
+               qt_f16_to_f32(x[i].m) * qt_f16_to_f32(y[i].s);
+    }
+    return sum;
+}
+
+/* ---- Q5_0 / Q5_1: Q4_0's nibbles plus a fifth bit per element in qh ---- */
+static void q5_unpack(const uint8_t *qh4, const uint8_t *qs, uint8_t *q) {
+    uint32_t qh;
+    memcpy(&qh, qh4, 4); /* little endian, like the file */
+    for (int j = 0; j < 16; j++) {
+        q[j] = (uint8_t)((qs[j] & 0x0f) | (((qh >> j) & 1) << 4));
+        q[j + 16] = (uint8_t)((qs[j] >> 4) | (((qh >> (j + 16)) & 1) << 4));
+    }
+}
+
+/* q[0..32) of 0..31 -> nibbles and high bits; only bits 0..4 of each q are kept. */
+static void q5_pack(const int *q, uint8_t *qh4, uint8_t *qs) {
+    uint32_t qh = 0;
+    for (int j = 0; j < 16; j++) {
+        qs[j] = (uint8_t)((q[j] & 0x0f) | ((q[j + 16] & 0x0f) << 4));
+        qh |= (uint32_t)((q[j] >> 4) & 1) << j;
+        qh |= (uint32_t)((q[j + 16] >> 4) & 1) << (j + 16);
+    }
+    memcpy(qh4, &qh, 4);
+}
+
+static void deq_q5_0(const void *src, float *dst, int64_t n) {
+    const blk_q5_0 *b = src;
+    uint8_t q[32];
+    for (int64_t i = 0; i < n / 32; i++) {
+        float d = qt_f16_to_f32(b[i].d);
+        q5_unpack(b[i].qh, b[i].qs, q);
+        for (int j = 0; j < 32; j++)
+            dst[i * 32 + j] = (q[j] - 16) * d;
+    }
+}
+
+/* ggml's reference: as Q4_0's, the signed extreme maps to -16, q = trunc(x/d + 16.5) capped
+ * at 31. */
+static void q_q5_0(const float *src, void *dst, int64_t n) {
+    blk_q5_0 *b = dst;
+    for (int64_t i = 0; i < n / 32; i++) {
+        const float *x = src + i * 32;
+        float amax = 0, max = 0;
+        for (int j = 0; j < 32; j++) {
+            if (amax < fabsf(x[j])) {
+                amax = fabsf(x[j]);
+                max = x[j];
+            }
+        }
+        float d = max / -16;
+        float id = d != 0 ? 1.0f / d : 0.0f;
+        b[i].d = qt_f32_to_f16(d);
+        int q[32];
+        for (int j = 0; j < 32; j++) {
+            q[j] = (int)(x[j] * id + 16.5f);
+            q[j] = q[j] > 31 ? 31 : q[j];
+        }
+        q5_pack(q, b[i].qh, b[i].qs);
+    }
+}
+
+static float dot_q5_0(const void *w, const void *a, int64_t n) {
+    const blk_q5_0 *x = w;
+    const blk_q8_0 *y = a;
+    uint8_t q[32];
+    float sum = 0;
+    for (int64_t i = 0; i < n / 32; i++) {
+        q5_unpack(x[i].qh, x[i].qs, q);
+        int32_t isum = 0;
+        for (int j = 0; j < 32; j++)
+            isum += (q[j] - 16) * y[i].qs[j];
+        sum += (float)isum * (qt_f16_to_f32(x[i].d) * qt_f16_to_f32(y[i].d));
+    }
+    return sum;
+}
+
+static void deq_q5_1(const void *src, float *dst, int64_t n) {
+    const blk_q5_1 *b = src;
+    uint8_t q[32];
+    for (int64_t i = 0; i < n / 32; i++) {
+        float d = qt_f16_to_f32(b[i].d), m = qt_f16_to_f32(b[i].m);
+        q5_unpack(b[i].qh, b[i].qs, q);
+        for (int j = 0; j < 32; j++)
+            dst[i * 32 + j] = q[j] * d + m;
+    }
+}
+
+/* ggml's reference: as Q4_1's with 31 steps and no cap (a value rounding to 32 keeps its
+ * low five bits, 0, exactly as ggml's byte store does). */
+static void q_q5_1(const float *src, void *dst, int64_t n) {
+    blk_q5_1 *b = dst;
+    for (int64_t i = 0; i < n / 32; i++) {
+        const float *x = src + i * 32;
+        float mn, mx;
+        minmax32(x, &mn, &mx);
+        float d = (mx - mn) / 31;
+        float id = d != 0 ? 1.0f / d : 0.0f;
+        b[i].d = qt_f32_to_f16(d);
+        b[i].m = qt_f32_to_f16(mn);
+        int q[32];
+        for (int j = 0; j < 32; j++)
+            q[j] = (int)((x[j] - mn) * id + 0.5f) & 0xff;
+        q5_pack(q, b[i].qh, b[i].qs);
+    }
+}
+
+static float dot_q5_1(const void *w, const void *a, int64_t n) {
+    const blk_q5_1 *x = w;
+    const blk_q8_1 *y = a;
+    uint8_t q[32];
+    float sum = 0;
+    for (int64_t i = 0; i < n / 32; i++) {
+        q5_unpack(x[i].qh, x[i].qs, q);
+        int32_t isum = 0;
+        for (int j = 0; j < 32; j++)
+            isum += q[j] * y[i].qs[j];
+        sum += (float)isum * (qt_f16_to_f32(x[i].d) * qt_f16_to_f32(y[i].d)) +
+               qt_f16_to_f32(x[i].m) * qt_f16_to_f32(y[i].s);
+    }
+    return sum;
+}
+
 /* ---- Q8_K (activations of the K-quants) ---- */
 static void deq_q8_k(const void *src, float *dst, int64_t n) {
     const blk_q8_k *b = src;
@@ -443,6 +681,182 @@ static float dot_q4_k(const void *w, const void *a, int64_t n) {
     return sum;
 }
 
+/* ---- Q5_K: Q4_K's sub-blocks and scales with 5-bit quants (bit 4 in qh) ---- */
+
+static void q5k_unpack(const blk_q5_k *b, uint8_t *q) {
+    for (int c = 0; c < 4; c++)
+        for (int l = 0; l < 32; l++) {
+            q[64 * c + l] = (uint8_t)((b->qs[32 * c + l] & 0x0f) | (((b->qh[l] >> (2 * c)) & 1) << 4));
+            q[64 * c + 32 + l] = (uint8_t)((b->qs[32 * c + l] >> 4) | (((b->qh[l] >> (2 * c + 1)) & 1) << 4));
+        }
+}
+
+static void q5k_pack(blk_q5_k *b, const uint8_t *q) {
+    memset(b->qh, 0, sizeof b->qh);
+    for (int c = 0; c < 4; c++)
+        for (int l = 0; l < 32; l++) {
+            uint8_t lo = q[64 * c + l], hi = q[64 * c + 32 + l];
+            b->qs[32 * c + l] = (uint8_t)((lo & 0x0f) | ((hi & 0x0f) << 4));
+            b->qh[l] |= (uint8_t)(((lo >> 4) & 1) << (2 * c) | ((hi >> 4) & 1) << (2 * c + 1));
+        }
+}
+
+static void deq_q5_k(const void *src, float *dst, int64_t n) {
+    const blk_q5_k *b = src;
+    uint8_t q[QK_K];
+    for (int64_t i = 0; i < n / QK_K; i++) {
+        float d = qt_f16_to_f32(b[i].d), dmin = qt_f16_to_f32(b[i].dmin);
+        q5k_unpack(&b[i], q);
+        for (int j = 0; j < 8; j++) {
+            int sc, m;
+            q4k_get_scale_min(b[i].scales, j, &sc, &m);
+            float ds = d * sc, dm = dmin * m;
+            for (int l = 0; l < 32; l++)
+                dst[i * QK_K + 32 * j + l] = ds * q[32 * j + l] - dm;
+        }
+    }
+}
+
+/* Weighted fit of one sub-block of 32 to scale * L + min (L 0..31, min <= 0), the search
+ * ggml's reference quantizer does, so our files equal llama-quantize's: start from the
+ * min/max grid, then try 16 slightly different grid steps, each followed by the closed-form
+ * least-squares scale and offset for its L, and keep the one of least weighted squared
+ * error. Float operations are in ggml's order (the byte-exact result depends on it).
+ * Returns the scale; *neg_min = -min (>= 0); L[32] the quants of the best fit. */
+static float q5k_fit(const float *x, const float *w, uint8_t *L, float *neg_min) {
+    enum { NMAX = 31 };
+    float mn = x[0], mx = x[0], sw = w[0], sx = w[0] * x[0];
+    for (int i = 1; i < 32; i++) {
+        if (x[i] < mn)
+            mn = x[i];
+        if (x[i] > mx)
+            mx = x[i];
+        sw += w[i];
+        sx += w[i] * x[i];
+    }
+    if (mn > 0)
+        mn = 0;
+    if (mx == mn) {
+        memset(L, 0, 32);
+        *neg_min = -mn;
+        return 0.0f;
+    }
+    float iscale = NMAX / (mx - mn);
+    float scale = 1 / iscale;
+    float best = 0;
+    for (int i = 0; i < 32; i++) {
+        L[i] = (uint8_t)clampi(round_even(iscale * (x[i] - mn)), 0, NMAX);
+        float diff = scale * L[i] + mn - x[i];
+        best += w[i] * (diff * diff);
+    }
+    for (int step = 0; step <= 15; step++) {
+        iscale = (-0.5f + 0.1f * step + NMAX) / (mx - mn);
+        uint8_t la[32];
+        float sl = 0, sl2 = 0, sxl = 0;
+        for (int i = 0; i < 32; i++) {
+            int l = clampi(round_even(iscale * (x[i] - mn)), 0, NMAX);
+            la[i] = (uint8_t)l;
+            sl += w[i] * l;
+            sl2 += w[i] * l * l;
+            sxl += w[i] * l * x[i];
+        }
+        float det = sw * sl2 - sl * sl;
+        if (!(det > 0))
+            continue;
+        float s = (sw * sxl - sx * sl) / det;
+        float m = (sl2 * sx - sl * sxl) / det;
+        if (m > 0) { /* the offset can only be subtracted: refit the scale alone */
+            m = 0;
+            s = sxl / sl2;
+        }
+        float err = 0;
+        for (int i = 0; i < 32; i++) {
+            float diff = s * la[i] + m - x[i];
+            err += w[i] * (diff * diff);
+        }
+        if (err < best) {
+            memcpy(L, la, 32);
+            best = err;
+            scale = s;
+            mn = m;
+        }
+    }
+    *neg_min = -mn;
+    return scale;
+}
+
+/* ggml's reference quantizer (no importance matrix): per sub-block fits weighted by
+ * rms + |x|, 6-bit scales and mins against the largest of each, then the quants redone
+ * against the rounded scales (sub-blocks whose scale rounds to 0 keep the fit's quants). */
+static void q_q5_k(const float *src, void *dst, int64_t n) {
+    blk_q5_k *b = dst;
+    for (int64_t i = 0; i < n / QK_K; i++) {
+        const float *x = src + i * QK_K;
+        uint8_t L[QK_K];
+        float scale[8], mn[8], max_scale = 0, max_min = 0;
+        for (int j = 0; j < 8; j++) {
+            const float *xs = x + 32 * j;
+            float s2 = 0, w[32];
+            for (int l = 0; l < 32; l++)
+                s2 += xs[l] * xs[l];
+            float rms = sqrtf(s2 / 32);
+            for (int l = 0; l < 32; l++)
+                w[l] = rms + fabsf(xs[l]);
+            scale[j] = q5k_fit(xs, w, L + 32 * j, &mn[j]);
+            if (scale[j] > max_scale)
+                max_scale = scale[j];
+            if (mn[j] > max_min)
+                max_min = mn[j];
+        }
+        float inv_s = max_scale > 0 ? 63.f / max_scale : 0.f;
+        float inv_m = max_min > 0 ? 63.f / max_min : 0.f;
+        int sc[8], m[8];
+        for (int j = 0; j < 8; j++) {
+            /* ggml stores the rounded value in a byte before capping at 63 */
+            sc[j] = round_even(inv_s * scale[j]) & 0xff;
+            m[j] = round_even(inv_m * mn[j]) & 0xff;
+            sc[j] = sc[j] > 63 ? 63 : sc[j];
+            m[j] = m[j] > 63 ? 63 : m[j];
+        }
+        q4k_pack_scales(b[i].scales, sc, m);
+        b[i].d = qt_f32_to_f16(max_scale / 63.f);
+        b[i].dmin = qt_f32_to_f16(max_min / 63.f);
+        float d = qt_f16_to_f32(b[i].d), dmin = qt_f16_to_f32(b[i].dmin);
+        for (int j = 0; j < 8; j++) {
+            float ds = d * sc[j];
+            if (ds == 0)
+                continue;
+            float dm = dmin * m[j];
+            for (int l = 0; l < 32; l++)
+                L[32 * j + l] = (uint8_t)clampi(round_even((x[32 * j + l] + dm) / ds), 0, 31);
+        }
+        q5k_pack(&b[i], L);
+    }
+}
+
+static float dot_q5_k(const void *w, const void *a, int64_t n) {
+    const blk_q5_k *x = w;
+    const blk_q8_k *y = a;
+    uint8_t q[QK_K];
+    float sum = 0;
+    for (int64_t i = 0; i < n / QK_K; i++) {
+        q5k_unpack(&x[i], q);
+        int32_t isum = 0, msum = 0;
+        for (int j = 0; j < 8; j++) {
+            int sc, m;
+            q4k_get_scale_min(x[i].scales, j, &sc, &m);
+            int32_t s = 0;
+            for (int l = 0; l < 32; l++)
+                s += q[32 * j + l] * y[i].qs[32 * j + l];
+            isum += sc * s;
+            msum += m * (y[i].bsums[2 * j] + y[i].bsums[2 * j + 1]);
+        }
+        sum += qt_f16_to_f32(x[i].d) * y[i].d * (float)isum;
+        sum -= qt_f16_to_f32(x[i].dmin) * y[i].d * (float)msum;
+    }
+    return sum;
+}
+
 /* ---- Q6_K: 16 sub-blocks of 16, value d*sc*(q-32), q 6 bits split in ql (low 4) and qh ---- */
 
 /* Element 128h + 32k + l (k = 0..3, l = 0..31): low nibble of ql[64h + l] for k = 0,
@@ -558,15 +972,15 @@ static const type_info types[QT_MAX_ID] = {
     [QT_F32] = {"F32", 1, 4, QT_F32, deq_f32, q_f32, q_f32, dot_f32},
     [QT_F16] = {"F16", 1, 2, QT_F16, deq_f16, q_f16, q_f16, dot_f16},
     [QT_Q4_0] = {"Q4_0", 32, 18, QT_Q8_0, deq_q4_0, q_q4_0, NULL, dot_q4_0},
-    [3] = {"Q4_1", 32, 20, 0, NULL, NULL, NULL, NULL},
-    [6] = {"Q5_0", 32, 22, 0, NULL, NULL, NULL, NULL},
-    [7] = {"Q5_1", 32, 24, 0, NULL, NULL, NULL, NULL},
+    [QT_Q4_1] = {"Q4_1", 32, 20, QT_Q8_1, deq_q4_1, q_q4_1, NULL, dot_q4_1},
+    [QT_Q5_0] = {"Q5_0", 32, 22, QT_Q8_0, deq_q5_0, q_q5_0, NULL, dot_q5_0},
+    [QT_Q5_1] = {"Q5_1", 32, 24, QT_Q8_1, deq_q5_1, q_q5_1, NULL, dot_q5_1},
     [QT_Q8_0] = {"Q8_0", 32, 34, QT_Q8_0, deq_q8_0, q_q8_0, act_q8_0, dot_q8_0},
-    [9] = {"Q8_1", 32, 36, 0, NULL, NULL, NULL, NULL},
+    [QT_Q8_1] = {"Q8_1", 32, 36, QT_Q8_1, deq_q8_1, q_q8_1, act_q8_1, NULL},
     [10] = {"Q2_K", 256, 84, 0, NULL, NULL, NULL, NULL},
     [11] = {"Q3_K", 256, 110, 0, NULL, NULL, NULL, NULL},
     [QT_Q4_K] = {"Q4_K", 256, 144, QT_Q8_K, deq_q4_k, q_q4_k, NULL, dot_q4_k},
-    [13] = {"Q5_K", 256, 176, 0, NULL, NULL, NULL, NULL},
+    [QT_Q5_K] = {"Q5_K", 256, 176, QT_Q8_K, deq_q5_k, q_q5_k, NULL, dot_q5_k},
     [QT_Q6_K] = {"Q6_K", 256, 210, QT_Q8_K, deq_q6_k, q_q6_k, NULL, dot_q6_k},
     [QT_Q8_K] = {"Q8_K", 256, 292, QT_Q8_K, deq_q8_k, q_q8_k, q_q8_k, NULL},
     [16] = {"IQ2_XXS", 256, 66, 0, NULL, NULL, NULL, NULL},
@@ -612,7 +1026,8 @@ int qt_from_name(const char *name) {
         int type;
     } names[] = {
         {"f32", QT_F32},   {"f16", QT_F16},   {"bf16", QT_BF16}, {"q8_0", QT_Q8_0},
-        {"q4_0", QT_Q4_0}, {"q4_k", QT_Q4_K}, {"q6_k", QT_Q6_K}, {"q4_k_m", QT_Q4_K},
+        {"q4_0", QT_Q4_0}, {"q4_1", QT_Q4_1}, {"q5_0", QT_Q5_0}, {"q5_1", QT_Q5_1},
+        {"q4_k", QT_Q4_K}, {"q5_k", QT_Q5_K}, {"q6_k", QT_Q6_K}, {"q4_k_m", QT_Q4_K},
     };
     if (!name)
         return -1;
@@ -693,6 +1108,10 @@ MATMUL_GENERIC(F16)
 MATMUL_GENERIC(BF16)
 MATMUL_GENERIC(Q8_0)
 MATMUL_GENERIC(Q4_0)
+MATMUL_GENERIC(Q4_1)
+MATMUL_GENERIC(Q5_0)
+MATMUL_GENERIC(Q5_1)
+MATMUL_GENERIC(Q5_K)
 MATMUL_GENERIC(Q4_K)
 MATMUL_GENERIC(Q6_K)
 
@@ -737,6 +1156,10 @@ static void isa_init(void) {
     g->matmul[QT_BF16] = mm_generic_BF16;
     g->matmul[QT_Q8_0] = mm_generic_Q8_0;
     g->matmul[QT_Q4_0] = mm_generic_Q4_0;
+    g->matmul[QT_Q4_1] = mm_generic_Q4_1;
+    g->matmul[QT_Q5_0] = mm_generic_Q5_0;
+    g->matmul[QT_Q5_1] = mm_generic_Q5_1;
+    g->matmul[QT_Q5_K] = mm_generic_Q5_K;
     g->matmul[QT_Q4_K] = mm_generic_Q4_K;
     g->matmul[QT_Q6_K] = mm_generic_Q6_K;
     for (int t = 0; t < QT_MAX_ID; t++)

@@ -3,7 +3,8 @@
  * Type ids are ggml's, so they can be stored in GGUF files as is. The dot products follow
  * llama.cpp's CPU backend so results match it closely: a weight row of type T is multiplied
  * with an activation vector first converted to qt_vec_dot_type(T) (F16 for F16 weights, BF16
- * for BF16, Q8_0 blocks for Q8_0/Q4_0, Q8_K blocks for Q4_K/Q6_K, F32 for F32).
+ * for BF16, Q8_0 blocks for Q8_0/Q4_0/Q5_0, Q8_1 blocks (with their sums) for Q4_1/Q5_1,
+ * Q8_K blocks for Q4_K/Q5_K/Q6_K, F32 for F32).
  *
  * This file is the entry point that SIMD kernels replace: callers only use qt_* functions. */
 #ifndef SH_QUANT_H
@@ -17,8 +18,13 @@ enum {
     QT_F32 = 0,
     QT_F16 = 1,
     QT_Q4_0 = 2,
+    QT_Q4_1 = 3,
+    QT_Q5_0 = 6,
+    QT_Q5_1 = 7,
     QT_Q8_0 = 8,
+    QT_Q8_1 = 9, /* activations only */
     QT_Q4_K = 12,
+    QT_Q5_K = 13,
     QT_Q6_K = 14,
     QT_Q8_K = 15, /* activations only */
     QT_BF16 = 30,

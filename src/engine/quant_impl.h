@@ -25,11 +25,46 @@ typedef struct {
 } blk_q4_0;
 
 typedef struct {
+    uint16_t d, m; /* value q * d + m, q 0..15 */
+    uint8_t qs[QK4_0 / 2];
+} blk_q4_1;
+
+/* 5-bit quants: low nibbles as Q4_0 (elements 0..15 low, 16..31 high); bit j of qh (read
+ * little endian) is bit 4 of element j. */
+typedef struct {
+    uint16_t d;
+    uint8_t qh[4];
+    uint8_t qs[QK4_0 / 2];
+} blk_q5_0;
+
+typedef struct {
+    uint16_t d, m;
+    uint8_t qh[4];
+    uint8_t qs[QK4_0 / 2];
+} blk_q5_1;
+
+/* Activations of Q4_1/Q5_1: s = d * sum(qs), which carries the weights' min term. */
+typedef struct {
+    uint16_t d, s;
+    int8_t qs[QK8_0];
+} blk_q8_1;
+
+typedef struct {
     uint16_t d;
     uint16_t dmin;
     uint8_t scales[12];
     uint8_t qs[QK_K / 2];
 } blk_q4_k;
+
+/* Scales as Q4_K; element 64c + l is the low nibble of qs[32c + l] (high nibble for
+ * 64c + 32 + l), with bit 4 in bit 2c (2c + 1) of qh[l]. */
+typedef struct {
+    uint16_t d;
+    uint16_t dmin;
+    uint8_t scales[12];
+    uint8_t qh[QK_K / 8];
+    uint8_t qs[QK_K / 2];
+} blk_q5_k;
 
 typedef struct {
     uint8_t ql[QK_K / 2];
@@ -46,7 +81,12 @@ typedef struct {
 
 _Static_assert(sizeof(blk_q8_0) == 34, "q8_0 layout");
 _Static_assert(sizeof(blk_q4_0) == 18, "q4_0 layout");
+_Static_assert(sizeof(blk_q4_1) == 20, "q4_1 layout");
+_Static_assert(sizeof(blk_q5_0) == 22, "q5_0 layout");
+_Static_assert(sizeof(blk_q5_1) == 24, "q5_1 layout");
+_Static_assert(sizeof(blk_q8_1) == 36, "q8_1 layout");
 _Static_assert(sizeof(blk_q4_k) == 144, "q4_K layout");
+_Static_assert(sizeof(blk_q5_k) == 176, "q5_K layout");
 _Static_assert(sizeof(blk_q6_k) == 210, "q6_K layout");
 _Static_assert(sizeof(blk_q8_k) == 292, "q8_K layout");
 

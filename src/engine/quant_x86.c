@@ -226,6 +226,26 @@ static void act_q8_0_avx2(const float *x, void *dst, int64_t n) {
     }
 }
 
+/* Q8_1 activations (Q4_1/Q5_1), bit-identical to quant.c's act_q8_1: Q8_0's, plus the sum
+ * of the stored quants times the unrounded d. */
+static void act_q8_1_avx2(const float *x, void *dst, int64_t n) {
+    blk_q8_1 *b = dst;
+    for (int64_t i = 0; i < n / QK8_0; i++, x += QK8_0) {
+        __m256 m = _mm256_setzero_ps();
+#pragma GCC unroll 16
+        for (int j = 0; j < 32; j += 8) m = absmax8(m, _mm256_loadu_ps(x + j));
+        float amax = hmax256(m);
+        float d = amax / 127.0f;
+        float id = amax != 0 ? 127.0f / amax : 0.0f;
+        __m256i q = quant32(x, _mm256_set1_ps(id));
+        _mm256_storeu_si256((__m256i *)b[i].qs, q);
+        __m256i s16 = _mm256_maddubs_epi16(_mm256_set1_epi8(1), q);
+        int32_t sum = hsum256_epi32(_mm256_madd_epi16(s16, _mm256_set1_epi16(1)));
+        b[i].d = _cvtss_sh(d, _MM_FROUND_TO_NEAREST_INT);
+        b[i].s = _cvtss_sh(d * (float)sum, _MM_FROUND_TO_NEAREST_INT);
+    }
+}
+
 /* Q8_K activations, bit-identical to quant.c's q_q8_k. */
 static void act_q8_k_avx2(const float *x, void *dst, int64_t n) {
     blk_q8_k *b = dst;
@@ -426,6 +446,7 @@ static void fill_avx2(qti_kernels *k) {
     k->matmul[QT_BF16] = mm_bf16_avx2;
     fill_int_avx2(k);
     k->act[QT_Q8_0] = act_q8_0_avx2;
+    k->act[QT_Q8_1] = act_q8_1_avx2;
     k->act[QT_Q8_K] = act_q8_k_avx2;
     k->act[QT_F16] = act_f16_avx2;
     k->act[QT_BF16] = act_bf16_avx2;
@@ -1516,57 +1537,96 @@ void qti_x86_fill(int isa, qti_kernels *k) {
 
 #else /* QX_TEMPLATE: the integer kernels, compiled once per level */
 
-/* ---- Q8_0 / Q4_0 weights x Q8_0 activations: blocks of 32 ---- */
+/* ---- blocks of 32 (Q8_0, Q4_0, Q5_0 x Q8_0; Q4_1, Q5_1 x Q8_1) ---- */
 /* With VNNI, vpdpbusd wants one unsigned operand: weights are made unsigned (Q8_0: +128 by
- * flipping the sign bit; Q4_0: the raw nibble, 8 above its value) and the accumulator
- * starts at -K * (sums of 4 activations), K = 128 or 8, computed once per token and block.
+ * flipping the sign bit; Q4_0/Q5_0: the raw 4/5-bit q, 8/16 above its value; Q4_1/Q5_1
+ * are unsigned already) and the accumulator starts at -K * (sums of 4 activations),
+ * K = 128, 8 or 16 (0 for the _1 types), computed once per token and block.
  * Without VNNI: Q8_0 uses |a| x sign-adjusted w through vpmaddubsw (no saturation since
- * |w|, |a| <= 127); Q4_0 subtracts 8 * a in 16 bits before widening. */
+ * |w|, |a| <= 127); the others multiply the unsigned q (<= 31: pairs stay below 2^13) and
+ * subtract K * a in 16 bits before widening.
+ * The _1 types add m * s (weight min times the activation block's d * sum(q)) per block,
+ * in a scalar sum of their own. */
+AI size_t QX(q32_wbs)(int kind) {
+    return kind == QT_Q8_0   ? sizeof(blk_q8_0)
+           : kind == QT_Q4_0 ? sizeof(blk_q4_0)
+           : kind == QT_Q4_1 ? sizeof(blk_q4_1)
+           : kind == QT_Q5_0 ? sizeof(blk_q5_0)
+                             : sizeof(blk_q5_1);
+}
+
+/* The 32 unsigned weight bytes of block p in element order (Q8_0: signed, as stored). */
+AI __m256i QX(q32_load)(int kind, const uint8_t *p) {
+    if (kind == QT_Q8_0) return _mm256_loadu_si256((const __m256i *)(p + 2));
+    const int qs = kind == QT_Q4_0 ? 2 : kind == QT_Q4_1 ? 4 : kind == QT_Q5_0 ? 6 : 8;
+    __m128i x = _mm_loadu_si128((const __m128i *)(p + qs));
+    __m256i q = _mm256_and_si256(_mm256_set_m128i(_mm_srli_epi16(x, 4), x), _mm256_set1_epi8(0x0f));
+    if (kind == QT_Q5_0 || kind == QT_Q5_1) {
+        /* bit j of qh -> 0x10 in byte j: byte j of a broadcast holds bit j's byte, then
+         * one bit per byte is tested */
+        uint32_t qh;
+        memcpy(&qh, p + (kind == QT_Q5_0 ? 2 : 4), 4);
+        const __m256i sel = _mm256_setr_epi8(0, 0, 0, 0, 0, 0, 0, 0, 1, 1, 1, 1, 1, 1, 1, 1, 2, 2,
+                                             2, 2, 2, 2, 2, 2, 3, 3, 3, 3, 3, 3, 3, 3);
+        const __m256i bit = _mm256_set1_epi64x((long long)0x8040201008040201ull);
+        __m256i h = _mm256_shuffle_epi8(_mm256_set1_epi32((int)qh), sel);
+        h = _mm256_cmpeq_epi8(_mm256_and_si256(h, bit), bit);
+        q = _mm256_or_si256(q, _mm256_and_si256(h, _mm256_set1_epi8(0x10)));
+    }
+    return q;
+}
+
 AI void QX(q32_tile)(int kind, int RM, int RN, const uint8_t *w, size_t rb, const uint8_t *act,
                      size_t as, int64_t n, float *y, int64_t ys) {
-    const size_t wbs = kind == QT_Q8_0 ? sizeof(blk_q8_0) : sizeof(blk_q4_0);
+    const size_t wbs = QX(q32_wbs)(kind);
+    const int one = kind == QT_Q4_1 || kind == QT_Q5_1; /* Q8_1 activations, min term */
+    const size_t abs_ = one ? sizeof(blk_q8_1) : sizeof(blk_q8_0);
+    const int aqs = one ? 4 : 2;
     const int64_t nb = n / QK8_0;
-    const __m256i m4 = _mm256_set1_epi8(0x0f);
+    const char koff = kind == QT_Q8_0 ? (char)0x80 : kind == QT_Q4_0 ? 8 : kind == QT_Q5_0 ? 16 : 0;
 #if QX_VNNI
-    const __m256i kk = _mm256_set1_epi8(kind == QT_Q8_0 ? (char)0x80 : 8);
+    const __m256i kk = _mm256_set1_epi8(koff);
 #else
     const __m256i ones16 = _mm256_set1_epi16(1);
-    const __m256i eight = _mm256_set1_epi8(8);
+    const __m256i kk = _mm256_set1_epi8(koff);
 #endif
     __m256 acc[4][4];
+    float msum[4][4];
 #pragma GCC unroll 16
     for (int r = 0; r < RM; r++)
 #pragma GCC unroll 16
-        for (int t = 0; t < RN; t++) acc[r][t] = _mm256_setzero_ps();
+        for (int t = 0; t < RN; t++) {
+            acc[r][t] = _mm256_setzero_ps();
+            msum[r][t] = 0.0f;
+        }
     for (int64_t b = 0; b < nb; b++) {
         __m256i wq[4];
         __m256 dw[4];
+        float mw[4];
 #pragma GCC unroll 16
         for (int r = 0; r < RM; r++) {
             const uint8_t *p = w + r * rb + b * wbs;
             _mm_prefetch((const char *)p + QX_PF, _MM_HINT_T0);
             dw[r] = _mm256_set1_ps(f16_at(p));
-            if (kind == QT_Q8_0) {
-                wq[r] = _mm256_loadu_si256((const __m256i *)(p + 2));
+            mw[r] = one ? f16_at(p + 2) : 0.0f;
+            wq[r] = QX(q32_load)(kind, p);
 #if QX_VNNI
-                wq[r] = _mm256_xor_si256(wq[r], kk);
+            if (kind == QT_Q8_0) wq[r] = _mm256_xor_si256(wq[r], kk);
 #endif
-            } else {
-                __m128i x = _mm_loadu_si128((const __m128i *)(p + 2));
-                wq[r] = _mm256_and_si256(_mm256_set_m128i(_mm_srli_epi16(x, 4), x), m4);
-            }
         }
 #pragma GCC unroll 16
         for (int t = 0; t < RN; t++) {
-            const uint8_t *q = act + t * as + b * sizeof(blk_q8_0);
+            const uint8_t *q = act + t * as + b * abs_;
             __m256 da = _mm256_set1_ps(f16_at(q));
-            __m256i a = _mm256_loadu_si256((const __m256i *)(q + 2));
+            float sa = one ? f16_at(q + 2) : 0.0f;
+            __m256i a = _mm256_loadu_si256((const __m256i *)(q + aqs));
 #if QX_VNNI
-            __m256i c = _mm256_sub_epi32(_mm256_setzero_si256(),
-                                         _mm256_dpbusd_epi32(_mm256_setzero_si256(), kk, a));
+            __m256i c = one ? _mm256_setzero_si256()
+                            : _mm256_sub_epi32(_mm256_setzero_si256(),
+                                               _mm256_dpbusd_epi32(_mm256_setzero_si256(), kk, a));
 #else
             __m256i aa = _mm256_sign_epi8(a, a);
-            __m256i c16 = _mm256_maddubs_epi16(eight, a);
+            __m256i c16 = _mm256_maddubs_epi16(kk, a);
 #endif
 #pragma GCC unroll 16
             for (int r = 0; r < RM; r++) {
@@ -1576,19 +1636,22 @@ AI void QX(q32_tile)(int kind, int RM, int RN, const uint8_t *w, size_t rb, cons
                 __m256i p16;
                 if (kind == QT_Q8_0)
                     p16 = _mm256_maddubs_epi16(aa, _mm256_sign_epi8(wq[r], a));
+                else if (one)
+                    p16 = _mm256_maddubs_epi16(wq[r], a);
                 else
                     p16 = _mm256_sub_epi16(_mm256_maddubs_epi16(wq[r], a), c16);
                 __m256i p = _mm256_madd_epi16(p16, ones16);
 #endif
                 acc[r][t] =
                     _mm256_fmadd_ps(_mm256_cvtepi32_ps(p), _mm256_mul_ps(dw[r], da), acc[r][t]);
+                if (one) msum[r][t] += mw[r] * sa;
             }
         }
     }
 #pragma GCC unroll 16
     for (int r = 0; r < RM; r++)
 #pragma GCC unroll 16
-        for (int t = 0; t < RN; t++) y[t * ys + r] = hsum256(acc[r][t]);
+        for (int t = 0; t < RN; t++) y[t * ys + r] = hsum256(acc[r][t]) + msum[r][t];
 }
 
 AI void QX(q8_0_tile)(int RM, int RN, const uint8_t *w, size_t rb, const uint8_t *a, size_t as,
@@ -1598,6 +1661,18 @@ AI void QX(q8_0_tile)(int RM, int RN, const uint8_t *w, size_t rb, const uint8_t
 AI void QX(q4_0_tile)(int RM, int RN, const uint8_t *w, size_t rb, const uint8_t *a, size_t as,
                       int64_t n, float *y, int64_t ys) {
     QX(q32_tile)(QT_Q4_0, RM, RN, w, rb, a, as, n, y, ys);
+}
+AI void QX(q4_1_tile)(int RM, int RN, const uint8_t *w, size_t rb, const uint8_t *a, size_t as,
+                      int64_t n, float *y, int64_t ys) {
+    QX(q32_tile)(QT_Q4_1, RM, RN, w, rb, a, as, n, y, ys);
+}
+AI void QX(q5_0_tile)(int RM, int RN, const uint8_t *w, size_t rb, const uint8_t *a, size_t as,
+                      int64_t n, float *y, int64_t ys) {
+    QX(q32_tile)(QT_Q5_0, RM, RN, w, rb, a, as, n, y, ys);
+}
+AI void QX(q5_1_tile)(int RM, int RN, const uint8_t *w, size_t rb, const uint8_t *a, size_t as,
+                      int64_t n, float *y, int64_t ys) {
+    QX(q32_tile)(QT_Q5_1, RM, RN, w, rb, a, as, n, y, ys);
 }
 
 /* acc += sums of pairs of (unsigned u x signed s) products, times the int16 scales sc */
@@ -1609,16 +1684,18 @@ AI __m256i QX(dot_scaled)(__m256i acc, __m256i u, __m256i s, __m256i sc) {
 #endif
 }
 
-/* ---- Q4_K weights x Q8_K activations ---- */
+/* ---- Q4_K and Q5_K weights x Q8_K activations ---- */
 /* Per block: isum = sum_j sc_j * (q_j . a_j) exactly in int32 lanes (|isum| < 2^25), and
  * the mins term sum_j m_j * (bsum_2j + bsum_2j+1) from the activation sums. The K-quant
  * kernels then add the block in the portable code's float order, to the bit: small models
  * with Q8_K activations proved sensitive enough that reordered sums flipped activation
  * roundings downstream and moved logits by percents. */
-AI void QX(q4k_tile)(int RM, int RN, const uint8_t *w, size_t rb, const uint8_t *act, size_t as,
-                     int64_t n, float *y, int64_t ys) {
+AI void QX(qk45_tile)(int five, int RM, int RN, const uint8_t *w, size_t rb, const uint8_t *act,
+                      size_t as, int64_t n, float *y, int64_t ys) {
     const int64_t nb = n / QK_K;
-    const __m256i m4 = _mm256_set1_epi8(0x0f);
+    const size_t bs = five ? sizeof(blk_q5_k) : sizeof(blk_q4_k);
+    const size_t qs_off = five ? offsetof(blk_q5_k, qs) : offsetof(blk_q4_k, qs);
+    const __m256i m4 = _mm256_set1_epi8(0x0f), b4 = _mm256_set1_epi8(0x10);
     /* int16 lane i <- byte j of the 16 unpacked scale bytes (sc 0..7, m 8..15) */
     __m256i splat[8];
 #pragma GCC unroll 16
@@ -1636,12 +1713,16 @@ AI void QX(q4k_tile)(int RM, int RN, const uint8_t *w, size_t rb, const uint8_t 
         __m256i sc[4], mins[4];
         float d[4], dmin[4];
         const uint8_t *qs[4];
+        __m256i qh[4];
 #pragma GCC unroll 16
         for (int r = 0; r < RM; r++) {
-            const blk_q4_k *x = (const blk_q4_k *)(w + r * rb) + b;
+            /* Q4_K and Q5_K share d, dmin and the scales at the same offsets */
+            const blk_q4_k *x = (const blk_q4_k *)(w + r * rb + b * bs);
             d[r] = _cvtsh_ss(x->d);
             dmin[r] = _cvtsh_ss(x->dmin);
-            qs[r] = x->qs;
+            qs[r] = (const uint8_t *)x + qs_off;
+            qh[r] = five ? _mm256_loadu_si256((const __m256i *)((const blk_q5_k *)x)->qh)
+                         : _mm256_setzero_si256();
             /* 12 bytes of 6-bit scales and mins -> 8 scale bytes then 8 min bytes */
             uint32_t u[4];
             memcpy(u, x->scales, 12);
@@ -1667,6 +1748,14 @@ AI void QX(q4k_tile)(int RM, int RN, const uint8_t *w, size_t rb, const uint8_t 
                 __m256i x = _mm256_loadu_si256((const __m256i *)(qs[r] + 32 * c));
                 lo[r] = _mm256_and_si256(x, m4);
                 hi[r] = _mm256_and_si256(_mm256_srli_epi16(x, 4), m4);
+                if (five) { /* bit 2c (2c + 1) of qh[l] to bit 4 of element 64c + l (+ 32) */
+                    __m256i hl = 2 * c <= 4 ? _mm256_slli_epi16(qh[r], 4 - 2 * c)
+                                            : _mm256_srli_epi16(qh[r], 2 * c - 4);
+                    __m256i hh = 2 * c + 1 <= 4 ? _mm256_slli_epi16(qh[r], 3 - 2 * c)
+                                                : _mm256_srli_epi16(qh[r], 2 * c - 3);
+                    lo[r] = _mm256_or_si256(lo[r], _mm256_and_si256(hl, b4));
+                    hi[r] = _mm256_or_si256(hi[r], _mm256_and_si256(hh, b4));
+                }
                 slo[r] = _mm256_shuffle_epi8(sc[r], splat[2 * c]);
                 shi[r] = _mm256_shuffle_epi8(sc[r], splat[2 * c + 1]);
             }
@@ -1700,6 +1789,15 @@ AI void QX(q4k_tile)(int RM, int RN, const uint8_t *w, size_t rb, const uint8_t 
     for (int r = 0; r < RM; r++)
 #pragma GCC unroll 16
         for (int t = 0; t < RN; t++) y[t * ys + r] = sum[r][t];
+}
+
+AI void QX(q4k_tile)(int RM, int RN, const uint8_t *w, size_t rb, const uint8_t *a, size_t as,
+                     int64_t n, float *y, int64_t ys) {
+    QX(qk45_tile)(0, RM, RN, w, rb, a, as, n, y, ys);
+}
+AI void QX(q5k_tile)(int RM, int RN, const uint8_t *w, size_t rb, const uint8_t *a, size_t as,
+                     int64_t n, float *y, int64_t ys) {
+    QX(qk45_tile)(1, RM, RN, w, rb, a, as, n, y, ys);
 }
 
 /* ---- Q6_K weights x Q8_K activations ---- */
@@ -1800,9 +1898,21 @@ QX_MATMUL(QX(mm_q8_0), QX(q8_0_dec), QX(q8_0_pp))
 QX_SETR(QX(q4_0_tile), QX(q4_0_dec))
 QX_SET(QX(q4_0_tile), QX(q4_0_pp), QX_MR, QX_NR)
 QX_MATMUL(QX(mm_q4_0), QX(q4_0_dec), QX(q4_0_pp))
+QX_SETR(QX(q4_1_tile), QX(q4_1_dec))
+QX_SET(QX(q4_1_tile), QX(q4_1_pp), QX_MR, QX_NR)
+QX_MATMUL(QX(mm_q4_1), QX(q4_1_dec), QX(q4_1_pp))
+QX_SETR(QX(q5_0_tile), QX(q5_0_dec))
+QX_SET(QX(q5_0_tile), QX(q5_0_pp), QX_MR, QX_NR)
+QX_MATMUL(QX(mm_q5_0), QX(q5_0_dec), QX(q5_0_pp))
+QX_SETR(QX(q5_1_tile), QX(q5_1_dec))
+QX_SET(QX(q5_1_tile), QX(q5_1_pp), QX_MR, QX_NR)
+QX_MATMUL(QX(mm_q5_1), QX(q5_1_dec), QX(q5_1_pp))
 QX_SETR(QX(q4k_tile), QX(q4k_dec))
 QX_SET(QX(q4k_tile), QX(q4k_pp), QX_KMR, QX_KNR)
 QX_MATMUL(QX(mm_q4k), QX(q4k_dec), QX(q4k_pp))
+QX_SETR(QX(q5k_tile), QX(q5k_dec))
+QX_SET(QX(q5k_tile), QX(q5k_pp), QX_KMR, QX_KNR)
+QX_MATMUL(QX(mm_q5k), QX(q5k_dec), QX(q5k_pp))
 QX_SETR(QX(q6k_tile), QX(q6k_dec))
 QX_SET(QX(q6k_tile), QX(q6k_pp), QX_KMR, QX_KNR)
 QX_MATMUL(QX(mm_q6k), QX(q6k_dec), QX(q6k_pp))
@@ -1811,6 +1921,10 @@ static void QX(fill_int)(qti_kernels *k) {
     k->matmul[QT_Q8_0] = QX(mm_q8_0);
     k->matmul[QT_Q4_0] = QX(mm_q4_0);
     k->matmul[QT_Q4_K] = QX(mm_q4k);
+    k->matmul[QT_Q4_1] = QX(mm_q4_1);
+    k->matmul[QT_Q5_0] = QX(mm_q5_0);
+    k->matmul[QT_Q5_1] = QX(mm_q5_1);
+    k->matmul[QT_Q5_K] = QX(mm_q5k);
     k->matmul[QT_Q6_K] = QX(mm_q6k);
 }
 

@@ -10,6 +10,7 @@
 #include <dirent.h>
 #include <errno.h>
 #include <jansson.h>
+#include <limits.h>
 #include <microhttpd.h>
 #include <netdb.h>
 #include <netinet/in.h>
@@ -37,6 +38,7 @@
 #include "server/feedback.h"
 #include "server/local.h"
 #include "server/metrics.h"
+#include "engine/registry.h"
 #include "server/pidfile.h"
 #include "server/sched.h"
 #include "server/sessions.h"
@@ -50,6 +52,23 @@
 #define SRV_OUTPUT_MAX (64u << 20) /* one response body */
 
 enum { MODEL_NONE, MODEL_LOADING, MODEL_READY, MODEL_FAILED };
+
+/* A model loaded on demand because a request named it (Ollama's semantics): kept while in use,
+ * unloaded after keep_alive seconds idle, or earlier when a slot is needed (least recently
+ * used first). The default model is not a slot: it stays loaded. */
+#define SRV_MAX_SLOTS 16
+typedef struct {
+    char name[REG_NAME_MAX], path[REG_PATH_MAX];
+    int state; /* MODEL_LOADING / MODEL_READY / MODEL_FAILED */
+    char error[512];
+    model *m;
+    tok *t;
+    sched *sc;
+    local_model lm;
+    int32_t n_ctx;
+    int users;        /* requests holding it */
+    double last_used; /* monotonic seconds */
+} xslot;
 enum { DIALECT_OPENAI, DIALECT_ANTHROPIC };
 
 typedef struct {
@@ -84,7 +103,20 @@ typedef struct {
     char last_adapter[256], last_error[256];
     lora *ad_active, *ad_prev;
     char ad_active_name[128], ad_prev_name[128];
+    /* models loaded on demand (under mu; x_cv signals a finished load) */
+    xslot *slots[SRV_MAX_SLOTS];
+    pthread_cond_t x_cv;
+    char default_real[REG_PATH_MAX]; /* realpath of the default model */
 } srv;
+
+/* What one generation runs on: the default model or a slot. */
+typedef struct {
+    local_model *lm;
+    int32_t n_ctx;
+    sched *sc;
+    const char *name;
+    xslot *slot; /* NULL: the default model */
+} mview;
 
 /* ---- per-request state ---- */
 
@@ -289,6 +321,7 @@ typedef struct {
 
 typedef struct {
     srv *s;
+    xslot *slot; /* held until the answer is complete (NULL: the default model) */
     sched_job *job;
     int dialect;
     encoder enc;
@@ -374,8 +407,15 @@ static int encoder_init(encoder *e, srv *s, int dialect, const conv_request *req
     return e->enc ? SH_OK : sh_error_set(SH_ENOMEM, "out of memory");
 }
 
+static void slot_release(srv *s, xslot *x);
+
 static void gen_free(gen *g) {
     if (!g) return;
+    if (g->slot) {
+        if (g->job) sched_job_release(g->job);
+        g->job = NULL;
+        slot_release(g->s, g->slot);
+    }
     free(g->session_id);
     free(g->session_prefix);
     conv_accum_free(&g->answer);
@@ -493,28 +533,28 @@ typedef struct {
 } session_turn;
 
 static enum MHD_Result generate(srv *s, struct MHD_Connection *c, req_ctx *rc, int dialect,
-                                conv_request *req, session_turn *turn) {
+                                conv_request *req, session_turn *turn, const mview *v) {
     local_req lr;
-    int st = local_prepare(&s->lm, req, &lr);
+    int st = local_prepare(v->lm, req, &lr);
     if (st) {
         enum MHD_Result r = send_errorf(c, rc, dialect, st == SH_ENOMEM ? CONV_ERR_INTERNAL : CONV_ERR_INVALID,
                                         NULL, "%s", sh_error_last());
         local_req_free(&lr);
         return r;
     }
-    if (lr.p.n_prompt >= s->n_ctx && !turn) {
+    if (lr.p.n_prompt >= v->n_ctx && !turn) {
         router_decision d;
         if (router_fallback(s->rt, req, &d) == 1) { /* rule 4: a teacher can take it */
             local_req_free(&lr);
             return teacher_answer(s, c, rc, dialect, req, d.first, d.count);
         }
     }
-    if (lr.p.n_prompt >= s->n_ctx) {
+    if (lr.p.n_prompt >= v->n_ctx) {
         enum MHD_Result r = send_errorf(
             c, rc, dialect, CONV_ERR_INVALID, "messages",
             "the prompt has %d tokens, more than the context of %d tokens allows (at least one "
             "token must be left to generate)",
-            lr.p.n_prompt, s->n_ctx);
+            lr.p.n_prompt, v->n_ctx);
         local_req_free(&lr);
         return r;
     }
@@ -524,6 +564,12 @@ static enum MHD_Result generate(srv *s, struct MHD_Connection *c, req_ctx *rc, i
         return MHD_NO;
     }
     g->s = s;
+    if (v->slot) { /* the answer holds the model until it is complete */
+        pthread_mutex_lock(&s->mu);
+        v->slot->users++;
+        pthread_mutex_unlock(&s->mu);
+        g->slot = v->slot;
+    }
     g->dialect = dialect;
     g->t_start = now_s();
     conv_accum_init(&g->answer);
@@ -534,13 +580,13 @@ static enum MHD_Result generate(srv *s, struct MHD_Connection *c, req_ctx *rc, i
         g->session_expect = turn->expect;
     }
     conv_buf_init(&g->out, SRV_OUTPUT_MAX);
-    encoder_init(&g->enc, s, dialect, req, s->model_name, gen_write, g);
+    encoder_init(&g->enc, s, dialect, req, v->name, gen_write, g);
     if (!g->enc.enc) {
         gen_free(g);
         local_req_free(&lr);
         return MHD_NO;
     }
-    st = sched_submit(s->sc, &lr.p, &g->job);
+    st = sched_submit(v->sc, &lr.p, &g->job);
     local_req_free(&lr);
     router_count_route(s->rt, "local");
     if (st) {
@@ -1136,7 +1182,8 @@ static enum MHD_Result generate_in_session(srv *s, struct MHD_Connection *c, req
         break;
     }
     json_decref(orig_msgs);
-    ret = generate(s, c, rc, DIALECT_ANTHROPIC, &merged, &turn);
+    mview dv = {&s->lm, s->n_ctx, s->sc, s->model_name, NULL};
+    ret = generate(s, c, rc, DIALECT_ANTHROPIC, &merged, &turn, &dv);
 out:
     free(turn.prefix);
     free(cuts);
@@ -1193,6 +1240,202 @@ static enum MHD_Result route_session(srv *s, struct MHD_Connection *c, req_ctx *
 
 /* ---- routes ---- */
 
+/* ---- models loaded on demand ---- */
+
+static void slot_free(xslot *x) {
+    if (!x) return;
+    if (x->sc) sched_stop(x->sc);
+    sched_free(x->sc);
+    tok_free(x->t);
+    model_free(x->m);
+    free(x);
+}
+
+static void slot_release(srv *s, xslot *x) {
+    pthread_mutex_lock(&s->mu);
+    x->users--;
+    x->last_used = now_s();
+    int unload_now = s->o.keep_alive_seconds == 0 && x->users == 0;
+    if (unload_now)
+        for (int i = 0; i < SRV_MAX_SLOTS; i++)
+            if (s->slots[i] == x) s->slots[i] = NULL;
+    pthread_mutex_unlock(&s->mu);
+    if (unload_now) {
+        fprintf(stderr, "shammah daemon: model %s unloaded (keep_alive 0)\n", x->name);
+        slot_free(x);
+    }
+}
+
+/* Unloads slots idle for keep_alive seconds (called about once a second). */
+static void slots_expire(srv *s) {
+    xslot *gone[SRV_MAX_SLOTS];
+    int n = 0;
+    double now = now_s();
+    pthread_mutex_lock(&s->mu);
+    for (int i = 0; i < SRV_MAX_SLOTS; i++) {
+        xslot *x = s->slots[i];
+        if (x && x->users == 0 && x->state != MODEL_LOADING && s->o.keep_alive_seconds >= 0 &&
+            now - x->last_used >= (double)s->o.keep_alive_seconds) {
+            gone[n++] = x;
+            s->slots[i] = NULL;
+        }
+    }
+    pthread_mutex_unlock(&s->mu);
+    for (int i = 0; i < n; i++) {
+        fprintf(stderr, "shammah daemon: model %s unloaded (idle %llds)\n", gone[i]->name,
+                (long long)s->o.keep_alive_seconds);
+        slot_free(gone[i]);
+    }
+}
+
+/* The registry path of a model a request names, when it is one this daemon may load: a name
+ * `shammah models` lists (SHAMMAH_HOME/models, the config's models, Ollama's store), never a
+ * file path a client makes up. 0 when the name means the default model or is unknown (then the
+ * default model answers, as OpenAI-dialect clients send names of their own). */
+static int requested_model(srv *s, const char *name, char *path, size_t cap) {
+    if (!name || !*name || !strcmp(name, "local") || !strcmp(name, s->model_name) ||
+        !strcmp(name, "default") || strchr(name + (strncmp(name, "ollama:", 7) ? 0 : 7), '/') ||
+        name[0] == '.')
+        return 0;
+    const char *extra[1] = {s->o.model_path};
+    reg_opts ro = {.home = s->o.home, .extra = extra, .n_extra = s->o.model_path ? 1 : 0};
+    char found[REG_PATH_MAX], real[PATH_MAX];
+    if (reg_resolve(name, &ro, found, sizeof found) != SH_OK) return 0;
+    if (!realpath(found, real) || !strcmp(real, s->default_real)) return 0;
+    /* only what the registry lists: reg_resolve also accepts existing paths */
+    reg_models all;
+    int listed = 0;
+    if (reg_list(&all, &ro) == SH_OK) {
+        for (int i = 0; i < all.n && !listed; i++) {
+            char r2[PATH_MAX];
+            listed = realpath(all.v[i].path, r2) && !strcmp(r2, real);
+        }
+        reg_models_free(&all);
+    }
+    if (!listed || strlen(found) >= cap) return 0;
+    snprintf(path, cap, "%s", found);
+    return 1;
+}
+
+static int slot_load(srv *s, xslot *x) {
+    int st = model_load(&x->m, x->path);
+    if (!st) st = tok_load(&x->t, model_gguf(x->m));
+    if (st) return st;
+    x->n_ctx = s->o.ctx > 0 ? s->o.ctx : 32768;
+    if (x->n_ctx > model_hp(x->m)->n_ctx_train) x->n_ctx = model_hp(x->m)->n_ctx_train;
+    int threads = s->o.threads;
+    if (threads <= 0) {
+        long n = sysconf(_SC_NPROCESSORS_ONLN);
+        threads = n < 1 ? 1 : n > 8 ? 8 : (int)n;
+    }
+    sched_opts so = {.n_threads = threads, .n_ctx = x->n_ctx, .kv_type = s->o.kv_type,
+                     .parallel = s->o.parallel > 0 ? s->o.parallel : 4, .prefill_chunk = 256};
+    if ((st = sched_new(&x->sc, x->m, x->t, &so))) return st;
+    gguf_str js;
+    char *jinja = NULL;
+    if (gguf_get_str(model_gguf(x->m), "tokenizer.chat_template", &js) == SH_OK)
+        jinja = strndup(js.ptr, js.len);
+    local_model_init(&x->lm, x->t, jinja);
+    free(jinja);
+    return SH_OK;
+}
+
+/* Holds the slot of model `name` at path, loading it first when needed (the request waits;
+ * others asking for the same model wait for the same load). *out is held: slot_release().
+ * A 503-worthy error (with sh_error_last()) when it cannot be loaded or every slot is busy. */
+static int slot_acquire(srv *s, const char *name, const char *path, xslot **out) {
+    xslot *x = NULL, *evict = NULL;
+    int st = SH_OK, max = s->o.max_loaded_models > 1 ? s->o.max_loaded_models - 1 : 1;
+    if (max > SRV_MAX_SLOTS) max = SRV_MAX_SLOTS;
+    *out = NULL;
+    pthread_mutex_lock(&s->mu);
+    for (int i = 0; i < SRV_MAX_SLOTS && !x; i++)
+        if (s->slots[i] && !strcmp(s->slots[i]->path, path)) x = s->slots[i];
+    if (x) {
+        x->users++;
+        for (int w = 0; x->state == MODEL_LOADING && w < 600; w++) { /* bounded: 10 min */
+            struct timespec ts;
+            clock_gettime(CLOCK_REALTIME, &ts);
+            ts.tv_sec += 1;
+            pthread_cond_timedwait(&s->x_cv, &s->mu, &ts);
+        }
+        if (x->state != MODEL_READY) {
+            st = sh_error_set(SH_EUNSUPPORTED, "model %s could not be loaded: %s", name,
+                              x->state == MODEL_FAILED ? x->error : "still loading");
+            x->users--;
+            x = NULL;
+        }
+        pthread_mutex_unlock(&s->mu);
+        *out = x;
+        return st;
+    }
+    int n_used = 0, free_i = -1;
+    for (int i = 0; i < SRV_MAX_SLOTS; i++) {
+        if (!s->slots[i]) {
+            if (free_i < 0) free_i = i;
+            continue;
+        }
+        n_used++;
+        xslot *y = s->slots[i];
+        if (y->users == 0 && y->state != MODEL_LOADING && (!evict || y->last_used < evict->last_used))
+            evict = y;
+    }
+    if (n_used >= max) { /* least recently used idle model makes room */
+        if (!evict) {
+            pthread_mutex_unlock(&s->mu);
+            return sh_error_set(SH_EFULL, "every loaded model is busy (max_loaded_models = %d); "
+                                          "retry in a moment", s->o.max_loaded_models);
+        }
+        for (int i = 0; i < SRV_MAX_SLOTS; i++)
+            if (s->slots[i] == evict) free_i = i, s->slots[i] = NULL;
+    } else {
+        evict = NULL;
+    }
+    x = calloc(1, sizeof *x);
+    if (!x) {
+        pthread_mutex_unlock(&s->mu);
+        slot_free(evict);
+        return sh_error_set(SH_ENOMEM, "out of memory");
+    }
+    snprintf(x->name, sizeof x->name, "%s", name);
+    snprintf(x->path, sizeof x->path, "%s", path);
+    x->state = MODEL_LOADING;
+    x->users = 1;
+    s->slots[free_i] = x;
+    pthread_mutex_unlock(&s->mu);
+    if (evict) {
+        fprintf(stderr, "shammah daemon: model %s unloaded to make room for %s\n", evict->name, name);
+        slot_free(evict);
+    }
+    double t0 = now_s();
+    st = slot_load(s, x);
+    pthread_mutex_lock(&s->mu);
+    x->last_used = now_s();
+    if (st) {
+        x->state = MODEL_FAILED;
+        snprintf(x->error, sizeof x->error, "%s", sh_error_last());
+        x->users--;
+        for (int i = 0; i < SRV_MAX_SLOTS; i++) /* the next request tries again */
+            if (s->slots[i] == x && x->users == 0) s->slots[i] = NULL;
+    } else {
+        x->state = MODEL_READY;
+    }
+    pthread_cond_broadcast(&s->x_cv);
+    int orphan = st && x->users == 0;
+    char err[512];
+    snprintf(err, sizeof err, "%s", x->error);
+    pthread_mutex_unlock(&s->mu);
+    if (st) {
+        fprintf(stderr, "shammah daemon: model %s: %s\n", name, err);
+        if (orphan) slot_free(x);
+        return sh_error_set(SH_EUNSUPPORTED, "model %s could not be loaded: %s", name, err);
+    }
+    fprintf(stderr, "shammah daemon: model %s loaded on demand in %.1f s (context %d)\n", name,
+            now_s() - t0, x->n_ctx);
+    *out = x;
+    return SH_OK;
+}
+
 static enum MHD_Result route_generate(srv *s, struct MHD_Connection *c, req_ctx *rc,
                                       const char *url) {
     int dialect = dialect_of(url);
@@ -1213,8 +1456,11 @@ static enum MHD_Result route_generate(srv *s, struct MHD_Connection *c, req_ctx 
     else st = anthropic_decode_messages(body, rc->len, &req, &err);
     enum MHD_Result ret;
     router_decision d;
+    char xpath[REG_PATH_MAX];
     memset(&d, 0, sizeof d);
-    if (!st && !count_only) router_decide(s->rt, &req, local_state(s), &d);
+    /* a request naming another local model is served by it (loaded on demand), not routed */
+    int on_demand = !st && !s->o.backend_disabled && requested_model(s, req.model, xpath, sizeof xpath);
+    if (!st && !count_only && !on_demand) router_decide(s->rt, &req, local_state(s), &d);
     if (st) {
         ret = send_error(c, rc, dialect, &err);
     } else if (!count_only && d.kind == ROUTE_ERROR) {
@@ -1222,6 +1468,20 @@ static enum MHD_Result route_generate(srv *s, struct MHD_Connection *c, req_ctx 
         ret = send_errorf(c, rc, dialect, d.error_kind, NULL, "%s", d.error);
     } else if (!count_only && d.kind == ROUTE_TEACHER) {
         ret = teacher_answer(s, c, rc, dialect, &req, d.first, d.count);
+    } else if (on_demand) {
+        xslot *x = NULL;
+        if (slot_acquire(s, req.model, xpath, &x)) {
+            ret = send_errorf(c, rc, dialect, CONV_ERR_UNAVAILABLE, "model", "%s", sh_error_last());
+        } else if (count_only) {
+            int64_t n = 0;
+            st = local_count_tokens(&x->lm, &req, &n);
+            ret = st ? send_errorf(c, rc, dialect, CONV_ERR_INVALID, NULL, "%s", sh_error_last())
+                     : send_json(c, rc, 200, json_pack("{s:I}", "input_tokens", (json_int_t)n));
+        } else {
+            mview xv = {&x->lm, x->n_ctx, x->sc, x->name, x};
+            ret = generate(s, c, rc, dialect, &req, NULL, &xv);
+        }
+        if (x) slot_release(s, x);
     } else if (model_state(s, NULL, 0) != MODEL_READY) {
         ret = unavailable(s, c, rc, dialect);
     } else if (count_only) {
@@ -1232,7 +1492,8 @@ static enum MHD_Result route_generate(srv *s, struct MHD_Connection *c, req_ctx 
     } else if (req.session_id && dialect == DIALECT_ANTHROPIC) {
         ret = generate_in_session(s, c, rc, &req);
     } else {
-        ret = generate(s, c, rc, dialect, &req, NULL);
+        mview dv = {&s->lm, s->n_ctx, s->sc, s->model_name, NULL};
+        ret = generate(s, c, rc, dialect, &req, NULL, &dv);
     }
     conv_request_free(&req);
     return ret;
@@ -1258,10 +1519,28 @@ static enum MHD_Result route_get(srv *s, struct MHD_Connection *c, req_ctx *rc, 
     if (!strcmp(url, "/v1/models")) {
         json_t *data = json_array();
         if (st == MODEL_READY || st == MODEL_LOADING) json_array_append_new(data, model_entry(s));
+        /* and every model a request may name (loaded on demand) */
+        const char *extra[1] = {s->o.model_path};
+        reg_opts ro = {.home = s->o.home, .extra = extra, .n_extra = s->o.model_path ? 1 : 0};
+        reg_models all;
+        if (!s->o.backend_disabled && reg_list(&all, &ro) == SH_OK) {
+            for (int i = 0; i < all.n; i++) {
+                char real[PATH_MAX];
+                if (all.v[i].error[0] || !realpath(all.v[i].path, real) || !strcmp(real, s->default_real))
+                    continue;
+                json_t *e = json_pack("{s:s,s:s,s:s,s:I,s:s,s:s,s:s}", "id", all.v[i].name, "object",
+                                      "model", "type", "model", "created", (json_int_t)s->started,
+                                      "created_at", "1970-01-01T00:00:00Z", "owned_by", "shammah",
+                                      "display_name", all.v[i].name);
+                if (e) json_array_append_new(data, e);
+            }
+            reg_models_free(&all);
+        }
         json_t *j = json_pack("{s:s,s:o,s:b}", "object", "list", "data", data, "has_more", 0);
         if (json_array_size(data)) {
-            json_object_set_new(j, "first_id", json_string(s->model_name));
-            json_object_set_new(j, "last_id", json_string(s->model_name));
+            json_object_set_new(j, "first_id", json_incref(json_object_get(json_array_get(data, 0), "id")));
+            json_object_set_new(j, "last_id", json_incref(json_object_get(
+                                                   json_array_get(data, json_array_size(data) - 1), "id")));
         }
         return send_json(c, rc, 200, j);
     }
@@ -1309,6 +1588,17 @@ static enum MHD_Result route_get(srv *s, struct MHD_Connection *c, req_ctx *rc, 
             (json_int_t)ss.cached_tokens, "sessions", "active", (int)sessions_count(s->sess));
         json_t *rj = router_stats_json(s->rt);
         if (rj) json_object_set_new(j, "router", rj);
+        json_t *lm = json_array();
+        pthread_mutex_lock(&s->mu);
+        static const char *const xs[] = {"none", "loading", "ready", "failed"};
+        for (int i = 0; i < SRV_MAX_SLOTS; i++)
+            if (s->slots[i])
+                json_array_append_new(lm, json_pack("{s:s,s:s,s:i,s:f}", "name", s->slots[i]->name,
+                                                    "state", xs[s->slots[i]->state], "in_use",
+                                                    s->slots[i]->users, "idle_seconds",
+                                                    s->slots[i]->users ? 0.0 : now_s() - s->slots[i]->last_used));
+        pthread_mutex_unlock(&s->mu);
+        json_object_set_new(j, "models_on_demand", lm);
         return send_json(c, rc, 200, j);
     }
     return send_errorf(c, rc, DIALECT_OPENAI, CONV_ERR_NOT_FOUND, NULL, "no route for GET %s", url);
@@ -1464,6 +1754,7 @@ int server_run(const server_opts *o) {
     s->o = *o;
     s->started = time(NULL);
     pthread_mutex_init(&s->mu, NULL);
+    pthread_cond_init(&s->x_cv, NULL);
     int rc = 1, fd = -1;
     pidfile pf = {.fd = -1};
     if (metrics_new(&s->met)) goto out;
@@ -1509,6 +1800,8 @@ int server_run(const server_opts *o) {
     if (o->n_teachers)
         fprintf(stderr, "shammah daemon: %d teacher(s) configured, first '%s'\n", o->n_teachers,
                 o->teachers[0].name);
+    if (o->model_path && *o->model_path && !realpath(o->model_path, s->default_real))
+        snprintf(s->default_real, sizeof s->default_real, "%s", o->model_path);
     if (o->model_path && *o->model_path && !o->backend_disabled) {
         const char *base = strrchr(o->model_path, '/');
         snprintf(s->model_name, sizeof s->model_name, "%s", base ? base + 1 : o->model_path);
@@ -1538,12 +1831,15 @@ int server_run(const server_opts *o) {
     fprintf(stderr, "shammah daemon: listening on http://%s:%d (pid %d, home %s)\n", o->bind_host,
             o->bind_port, (int)getpid(), o->home);
 
-    /* wait for a signal, expiring idle sessions once a minute meanwhile */
+    /* wait for a signal; meanwhile unload idle on-demand models (each second) and expire idle
+     * sessions (each minute) */
     int sig = 0;
-    for (;;) {
-        struct timespec ts = {60, 0};
+    for (int tick = 1;; tick++) {
+        struct timespec ts = {1, 0};
         sig = sigtimedwait(&sigs, NULL, &ts);
         if (sig == SIGINT || sig == SIGTERM) break;
+        slots_expire(s);
+        if (tick % 60) continue;
         sessions_purge(s->sess);
         maybe_train(s, 1);
     }
@@ -1560,6 +1856,10 @@ int server_run(const server_opts *o) {
         s->tr_started = 0;
     }
     if (s->sc) sched_stop(s->sc); /* in-flight streams get their final event */
+    pthread_mutex_lock(&s->mu);
+    for (int i = 0; i < SRV_MAX_SLOTS; i++)
+        if (s->slots[i] && s->slots[i]->sc) sched_stop(s->slots[i]->sc);
+    pthread_mutex_unlock(&s->mu);
     /* let the connection threads write those final events before the sockets are closed
      * (bounded: SIGTERM must end the process within 5 s) */
     for (int i = 0; i < 300 && metrics_active_streams(s->met) > 0; i++) {
@@ -1581,6 +1881,7 @@ out:
     if (s->mhd) MHD_stop_daemon(s->mhd);
     if (fd >= 0) close(fd);
     sched_free(s->sc);
+    for (int i = 0; i < SRV_MAX_SLOTS; i++) slot_free(s->slots[i]);
     lora_free(s->ad_active);
     lora_free(s->ad_prev);
     tok_free(s->t);
@@ -1591,6 +1892,7 @@ out:
     feedback_close(s->fb);
     pidfile_release(&pf);
     pthread_mutex_destroy(&s->mu);
+    pthread_cond_destroy(&s->x_cv);
     free(s);
     if (rc == 0) fprintf(stderr, "shammah daemon: stopped\n");
     return rc;

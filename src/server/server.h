@@ -29,6 +29,12 @@ typedef struct {
     int train_auto;      /* [training] enabled: runs start by themselves */
     int train_threshold; /* ... when this many examples are pending ([training] min_examples) */
     int distill;         /* [training] distill: teacher answers become examples (weight 1) */
+    /* Models a request names (`shammah models` names other than the default) are loaded on
+     * demand: at most max_loaded_models models in memory, the default included (least recently
+     * used idle one unloaded first), each unloaded after keep_alive_seconds idle (0: right
+     * after its request, < 0: never). The default model always stays. */
+    int max_loaded_models;
+    int64_t keep_alive_seconds;
 } server_opts;
 
 /* Runs the daemon in the foreground until SIGINT/SIGTERM. Returns the process exit code

@@ -465,7 +465,7 @@ static void test_writer_rejects(void **state) {
     assert_int_equal(gguf_writer_new(&w), SH_OK);
     assert_int_equal(gguf_w_tensor(w, "t", QT_F32, 0, ne, d, 128), SH_EINVAL);
     assert_int_equal(gguf_w_tensor(w, "t", QT_F32, 5, ne, d, 128), SH_EINVAL);
-    assert_int_equal(gguf_w_tensor(w, "t", 3 /* Q4_1 */, 1, ne, d, 20), SH_EINVAL);
+    assert_int_equal(gguf_w_tensor(w, "t", 11 /* Q3_K */, 1, ne, d, 20), SH_EINVAL);
     assert_int_equal(gguf_w_tensor(w, "t", QT_F32, 1, ne, d, 64), SH_EINVAL); /* wrong size */
     assert_non_null(strstr(sh_error_last(), "expected"));
     ne[0] = 33;
@@ -796,7 +796,7 @@ static void test_bad_tensors(void **state) {
     expect_fail(p, SH_EUNSUPPORTED, "unsupported type");
     p = one_tensor_file(1, ne4, 0xffffffffu, 0, 16);
     expect_fail(p, SH_EUNSUPPORTED, "unsupported type");
-    p = one_tensor_file(1, ne4, 3 /* Q4_1 */, 0, 16);
+    p = one_tensor_file(1, ne4, 11 /* Q3_K */, 0, 16);
     expect_fail(p, SH_EUNSUPPORTED, "unsupported type");
     /* offsets and sizes outside the file */
     p = one_tensor_file(1, ne4, QT_F32, 32, 16);

@@ -55,7 +55,12 @@ static void test_type_table(void **state) {
     assert_int_equal(qt_from_name("q4_K"), QT_Q4_K);
     assert_int_equal(qt_from_name("Q4_K_M"), QT_Q4_K);
     assert_int_equal(qt_from_name("q6_k"), QT_Q6_K);
-    assert_int_equal(qt_from_name("q5_k"), -1);
+    assert_int_equal(qt_from_name("q5_k"), QT_Q5_K);
+    assert_int_equal(qt_from_name("Q4_1"), QT_Q4_1);
+    assert_int_equal(qt_from_name("q5_0"), QT_Q5_0);
+    assert_int_equal(qt_from_name("q5_1"), QT_Q5_1);
+    assert_int_equal(qt_from_name("q8_1"), -1); /* activations only: not a name to write */
+    assert_int_equal(qt_from_name("q3_k"), -1);
     assert_int_equal(qt_from_name(""), -1);
     assert_int_equal(qt_from_name(NULL), -1);
 
@@ -70,6 +75,9 @@ static void test_type_table(void **state) {
         {QT_BF16, 1, 2, 1, QT_BF16},     {QT_Q8_0, 32, 34, 1, QT_Q8_0},
         {QT_Q4_0, 32, 18, 1, QT_Q8_0},   {QT_Q4_K, 256, 144, 1, QT_Q8_K},
         {QT_Q6_K, 256, 210, 1, QT_Q8_K}, {QT_Q8_K, 256, 292, 0, QT_F32},
+        {QT_Q4_1, 32, 20, 1, QT_Q8_1},   {QT_Q5_0, 32, 22, 1, QT_Q8_0},
+        {QT_Q5_1, 32, 24, 1, QT_Q8_1},   {QT_Q5_K, 256, 176, 1, QT_Q8_K},
+        {QT_Q8_1, 32, 36, 0, QT_F32},
     };
     for (size_t i = 0; i < sizeof want / sizeof want[0]; i++) {
         assert_int_equal(qt_block_elems(want[i].t), want[i].blk);
@@ -78,7 +86,8 @@ static void test_type_table(void **state) {
         if (want[i].supported)
             assert_int_equal(qt_vec_dot_type(want[i].t), want[i].dot);
     }
-    assert_int_equal(qt_supported(13), 0);
+    assert_int_equal(qt_supported(11), 0); /* Q3_K: sized, not computed */
+    assert_int_equal(qt_block_bytes(11), 110);
     assert_int_equal(qt_supported(4), 0);
     assert_int_equal(qt_supported(QT_MAX_ID), 0);
     assert_int_equal(qt_block_elems(4), 0);
@@ -320,6 +329,40 @@ static void test_fixture_q6_k(void **state) {
     check_weight_fixture("q6_k_rand", 0);
 }
 
+static void test_fixture_q4_1(void **state) {
+    (void)state;
+    check_weight_fixture("q4_1", 1);
+    check_weight_fixture("q4_1_pos", 1);
+    check_weight_fixture("q4_1_rand", 0);
+}
+
+static void test_fixture_q5_0(void **state) {
+    (void)state;
+    check_weight_fixture("q5_0", 1);
+    check_weight_fixture("q5_0_rand", 0);
+}
+
+static void test_fixture_q5_1(void **state) {
+    (void)state;
+    check_weight_fixture("q5_1", 1);
+    check_weight_fixture("q5_1_pos", 1);
+    check_weight_fixture("q5_1_rand", 0);
+}
+
+/* Our Q5_K quantizer reproduces ggml's reference search, so its bytes must match too. */
+static void test_fixture_q5_k(void **state) {
+    (void)state;
+    check_weight_fixture("q5_k", 1);
+    check_weight_fixture("q5_k_pos", 1);
+    check_weight_fixture("q5_k_rand", 0);
+}
+
+/* Q8_1 is never a weight, but its writer (ggml's reference) is checked like the others. */
+static void test_fixture_q8_1(void **state) {
+    (void)state;
+    check_weight_fixture("q8_1", 1);
+}
+
 static void test_fixture_float(void **state) {
     (void)state;
     check_weight_fixture("f16", 1);
@@ -352,6 +395,10 @@ static void test_fixture_act(void **state) {
     check_act_fixture("q8_0_act", QT_Q4_0);
     check_act_fixture("q8_k_act", QT_Q4_K);
     check_act_fixture("q8_k_act", QT_Q6_K);
+    check_act_fixture("q8_0_act", QT_Q5_0);
+    check_act_fixture("q8_1_act", QT_Q4_1);
+    check_act_fixture("q8_1_act", QT_Q5_1);
+    check_act_fixture("q8_k_act", QT_Q5_K);
 }
 
 /* Scalar conversions against ggml's over edge cases (subnormals, ties, overflow). */
@@ -431,16 +478,22 @@ static void test_roundtrip(void **state) {
     check_roundtrip(QT_Q4_0, 32, 1.0f / 8 * 1.01f, 0.2f);
     check_roundtrip(QT_Q4_K, 256, 0.08f, 0.13f);
     check_roundtrip(QT_Q6_K, 256, 0.025f, 0.04f);
+    /* min/max types: half a step of (max - min)/15 or /31 (up to amax/15, amax/31) plus the
+     * f16 roundings of d and m; Q5_0 as Q4_0 with twice the steps */
+    check_roundtrip(QT_Q4_1, 32, 1.0f / 15 * 1.01f, 0.12f);
+    check_roundtrip(QT_Q5_1, 32, 1.0f / 31 * 1.01f, 0.05f);
+    check_roundtrip(QT_Q5_0, 32, 1.0f / 16 * 1.01f, 0.1f);
+    check_roundtrip(QT_Q5_K, 256, 0.04f, 0.07f);
 }
 
 /* Extremes within a block: one huge element, sign flips, tiny neighbours. */
 static void test_quant_edge_values(void **state) {
     (void)state;
     enum { N = 256 };
-    static const uint32_t types[] = {QT_Q8_0, QT_Q4_0, QT_Q4_K, QT_Q6_K};
+    static const uint32_t types[] = {QT_Q8_0, QT_Q4_0, QT_Q4_K, QT_Q6_K, QT_Q4_1, QT_Q5_0, QT_Q5_1, QT_Q5_K};
     float x[N], y[N];
     uint8_t q[N * 2];
-    for (size_t t = 0; t < 4; t++) {
+    for (size_t t = 0; t < sizeof types / sizeof types[0]; t++) {
         for (int i = 0; i < N; i++)
             x[i] = (i % 2 ? -1e-4f : 1e-4f);
         x[5] = -100.0f; /* dominant negative */
@@ -479,7 +532,10 @@ static void check_dot_consistency(uint32_t type, int64_t n) {
         mag += fabs((double)wd[i] * ad[i]);
     }
     float got = qt_vec_dot(type, wq, aq, n);
-    if (fabs(got - ref) > 2e-6 * mag + 1e-9)
+    /* Q8_1's s is d * sum(q) rounded to f16 (from the unrounded d), while the reference sums
+     * the decoded activations: the min terms differ by up to ~2^-10 of their size */
+    double tol = at == QT_Q8_1 ? 1.1e-3 : 2e-6;
+    if (fabs(got - ref) > tol * mag + 1e-9)
         fail_msg("%s n=%lld: dot %.9g, float reference %.9g (magnitude %.6g)", qt_name(type), (long long)n, got, ref,
                  mag);
     /* and the prepared activations are close to the originals: half a step of amax/127
@@ -504,7 +560,8 @@ static void check_dot_consistency(uint32_t type, int64_t n) {
 
 static void test_dot_consistency(void **state) {
     (void)state;
-    static const uint32_t types[] = {QT_F32, QT_F16, QT_BF16, QT_Q8_0, QT_Q4_0, QT_Q4_K, QT_Q6_K};
+    static const uint32_t types[] = {QT_F32,  QT_F16,  QT_BF16, QT_Q8_0, QT_Q4_0, QT_Q4_K,
+                                     QT_Q6_K, QT_Q4_1, QT_Q5_0, QT_Q5_1, QT_Q5_K};
     for (size_t t = 0; t < sizeof types / sizeof types[0]; t++) {
         check_dot_consistency(types[t], 256);
         check_dot_consistency(types[t], 4096);
@@ -518,7 +575,8 @@ static void test_dot_consistency(void **state) {
 static void test_dot_zero(void **state) {
     (void)state;
     enum { N = 512 };
-    static const uint32_t types[] = {QT_F32, QT_F16, QT_BF16, QT_Q8_0, QT_Q4_0, QT_Q4_K, QT_Q6_K};
+    static const uint32_t types[] = {QT_F32,  QT_F16,  QT_BF16, QT_Q8_0, QT_Q4_0, QT_Q4_K,
+                                     QT_Q6_K, QT_Q4_1, QT_Q5_0, QT_Q5_1, QT_Q5_K};
     float w[N], a[N] = {0};
     static uint8_t wq[N * 4], aq[N * 4];
     fill(w, N);
@@ -533,14 +591,16 @@ static void test_invalid(void **state) {
     (void)state;
     float x[64] = {0};
     uint8_t q[256];
-    assert_int_equal(qt_quantize_row(3 /* Q4_1 */, x, q, 32), SH_EINVAL);
+    assert_int_equal(qt_quantize_row(11 /* Q3_K */, x, q, 256), SH_EINVAL);
     assert_int_equal(qt_quantize_row(1000, x, q, 32), SH_EINVAL);
     assert_int_equal(qt_quantize_row(QT_Q8_0, x, q, 33), SH_EINVAL);
     assert_int_equal(qt_quantize_row(QT_Q4_K, x, q, 64), SH_EINVAL);
     assert_int_equal(qt_quantize_row(QT_Q8_0, x, q, -32), SH_EINVAL);
     assert_int_equal(qt_quantize_row(QT_Q8_0, NULL, q, 32), SH_EINVAL);
     assert_int_equal(qt_quantize_row(QT_Q8_0, x, q, 0), SH_OK);
-    assert_true(qt_vec_dot(3, q, q, 32) == 0.0f);
+    assert_true(qt_vec_dot(11, q, q, 256) == 0.0f);
+    assert_true(qt_vec_dot(QT_Q8_1, q, q, 32) == 0.0f); /* activations, not weights */
+    assert_int_equal(qt_quantize_row(QT_Q5_K, x, q, 32), SH_EINVAL);
 }
 
 int main(void) {
@@ -553,6 +613,11 @@ int main(void) {
         cmocka_unit_test(test_fixture_q4_0),
         cmocka_unit_test(test_fixture_q4_k),
         cmocka_unit_test(test_fixture_q6_k),
+        cmocka_unit_test(test_fixture_q4_1),
+        cmocka_unit_test(test_fixture_q5_0),
+        cmocka_unit_test(test_fixture_q5_1),
+        cmocka_unit_test(test_fixture_q5_k),
+        cmocka_unit_test(test_fixture_q8_1),
         cmocka_unit_test(test_fixture_float),
         cmocka_unit_test(test_fixture_act),
         cmocka_unit_test(test_fixture_conversions),

@@ -79,7 +79,7 @@ static void check_prep(uint32_t wt, int64_t n, int level) {
 
 static void test_prep_act(void **state) {
     (void)state;
-    static const uint32_t types[] = {QT_Q8_0, QT_Q4_K, QT_F16, QT_BF16, QT_F32};
+    static const uint32_t types[] = {QT_Q8_0, QT_Q4_1, QT_Q4_K, QT_F16, QT_BF16, QT_F32};
     static const int64_t sizes[] = {256, 512, 1024, 4096, 896 * 2 + 256};
     int lv[4], nl = simd_levels(lv);
     for (int l = 0; l < nl; l++)
@@ -199,6 +199,30 @@ static void test_matmul_q6_k(void **state) {
     (void)state;
     static const int64_t sizes[] = {256, 512, 1280, 4096, 8192 + 512};
     run_type(QT_Q6_K, sizes, 5);
+}
+
+static void test_matmul_q4_1(void **state) {
+    (void)state;
+    static const int64_t sizes[] = {32, 64, 96, 896, 4096, 8192 + 96};
+    run_type(QT_Q4_1, sizes, 6);
+}
+
+static void test_matmul_q5_0(void **state) {
+    (void)state;
+    static const int64_t sizes[] = {32, 64, 96, 896, 4096, 8192 + 96};
+    run_type(QT_Q5_0, sizes, 6);
+}
+
+static void test_matmul_q5_1(void **state) {
+    (void)state;
+    static const int64_t sizes[] = {32, 64, 96, 896, 4096, 8192 + 96};
+    run_type(QT_Q5_1, sizes, 6);
+}
+
+static void test_matmul_q5_k(void **state) {
+    (void)state;
+    static const int64_t sizes[] = {256, 512, 1280, 4096, 8192 + 512};
+    run_type(QT_Q5_K, sizes, 5);
 }
 
 static void test_matmul_f16(void **state) {
@@ -330,6 +354,8 @@ int main(void) {
         cmocka_unit_test(test_isa_select),  cmocka_unit_test(test_prep_act),
         cmocka_unit_test(test_matmul_q8_0), cmocka_unit_test(test_matmul_q4_0),
         cmocka_unit_test(test_matmul_q4_k), cmocka_unit_test(test_matmul_q6_k),
+        cmocka_unit_test(test_matmul_q4_1), cmocka_unit_test(test_matmul_q5_0),
+        cmocka_unit_test(test_matmul_q5_1), cmocka_unit_test(test_matmul_q5_k),
         cmocka_unit_test(test_matmul_f16),  cmocka_unit_test(test_matmul_bf16),
         cmocka_unit_test(test_matmul_f32),  cmocka_unit_test(test_float_rows),
         cmocka_unit_test(test_report),
