@@ -90,9 +90,15 @@ void config_defaults(sh_config *c) {
     c->client.timeout_seconds = 120;
     c->training.enabled = false;
     c->training.distill = true;
-    c->training.lora_rank = 8;
-    c->training.learning_rate = 1e-4;
+    c->training.lora_rank = 16;
+    c->training.alpha = 32;
+    c->training.targets = "attn_q,attn_k,attn_v,attn_output";
+    c->training.dropout = 0;
+    c->training.learning_rate = 1e-3;
+    c->training.epochs = 4;
     c->training.batch_size = 4;
+    c->training.max_seq_len = 512;
+    c->training.interval_minutes = 5;
     c->training.min_examples = 10;
 }
 
@@ -905,10 +911,18 @@ static const fspec teacher_spec[] = {
 static const fspec training_spec[] = {
     {"enabled", F_BOOL, CO(training.enabled), 0, 0, NULL},
     {"distill", F_BOOL, CO(training.distill), 0, 0, NULL},
+    {"rank", F_INT, CO(training.lora_rank), 1, 1024, NULL},
     {"lora_rank", F_INT, CO(training.lora_rank), 1, 1024, NULL},
+    {"alpha", F_FLOAT, CO(training.alpha), 0, 1e6, NULL},
+    {"targets", F_STR, CO(training.targets), 0, 0, NULL},
+    {"dropout", F_FLOAT, CO(training.dropout), -1, 1, NULL}, /* the daemon clamps to [0, 0.95] */
     {"learning_rate", F_FLOAT, CO(training.learning_rate), 0, 1, NULL},
+    {"epochs", F_INT, CO(training.epochs), 1, 1000, NULL},
     {"batch_size", F_INT, CO(training.batch_size), 1, 4096, NULL},
+    {"max_seq_len", F_INT, CO(training.max_seq_len), 16, 65536, NULL},
     {"min_examples", F_INT, CO(training.min_examples), 1, 1000000, NULL},
+    {"batch_threshold", F_INT, CO(training.min_examples), 1, 1000000, NULL},
+    {"interval_minutes", F_INT, CO(training.interval_minutes), 1, 10080, NULL},
     {NULL, 0, 0, 0, 0, NULL},
 };
 

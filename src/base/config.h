@@ -55,13 +55,22 @@
  *   model                 string   required  non-empty
  *   timeout_seconds       integer  60        1..3600
  *   max_retries           integer  2         0..10
- * [training]
- *   enabled               boolean  false
+ * [training]              the daemon's LoRA runs on feedback (see src/train/lora_train.h)
+ *   enabled               boolean  false     runs start by themselves (else on request)
  *   distill               boolean  true      learn from teacher answers
- *   lora_rank             integer  8         1..1024
- *   learning_rate         float    1e-4      > 0 and <= 1 (an integer is accepted)
- *   batch_size            integer  4         1..4096
- *   min_examples          integer  10        1..1000000
+ *   rank                  integer  16        1..1024 (also read as lora_rank)
+ *   alpha                 float    32        > 0; the update is scaled by alpha / rank
+ *   targets               string   "attn_q,attn_k,attn_v,attn_output"  comma-separated, of
+ *                                            those and ffn_gate ffn_up ffn_down
+ *   dropout               float    0         0..0.95 (clamped), on the LoRA input
+ *   learning_rate         float    1e-3      > 0 and <= 1 (an integer is accepted)
+ *   epochs                integer  4         1..1000
+ *   batch_size            integer  4         1..4096 examples per optimizer step
+ *   max_seq_len           integer  512       16..65536 tokens per example (longer: cut)
+ *   min_examples          integer  10        1..1000000 pending examples that start a run
+ *                                            (also read as batch_threshold)
+ *   interval_minutes      integer  5         1..10080: a run also starts this long after the
+ *                                            last one when any example is pending
  */
 #ifndef SH_CONFIG_H
 #define SH_CONFIG_H
@@ -125,13 +134,19 @@ typedef struct {
     } client;
     sh_config_teacher teachers[CONFIG_MAX_TEACHERS];
     int n_teachers;
-    struct {
+    struct sh_config_training {
         bool enabled;
         bool distill;
         int lora_rank;
+        double alpha;
+        const char *targets;
+        double dropout;
         double learning_rate;
+        int epochs;
         int batch_size;
+        int max_seq_len;
         int min_examples;
+        int interval_minutes;
     } training;
 
     const char *warnings[CONFIG_MAX_WARNINGS];

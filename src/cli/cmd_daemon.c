@@ -106,6 +106,7 @@ int cmd_daemon(int argc, char **argv) {
                      .train_auto = cfg.training.enabled,
                      .train_threshold = cfg.training.min_examples,
                      .distill = cfg.training.distill,
+                     .training = &cfg.training,
                      .max_loaded_models = cfg.backend.max_loaded_models,
                      .keep_alive_seconds = cfg.backend.keep_alive};
     if (!*model) fprintf(stderr, "shammah daemon: no model configured: requests will get 503\n");

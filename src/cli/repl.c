@@ -479,12 +479,35 @@ static void cmd_feedback(repl *r, const char *arg) {
 static void cmd_training(repl *r) {
     char *body = NULL;
     long status = 0;
-    if (client_get(r->cl, "/v1/training", &status, &body)) {
+    if (client_get(r->cl, "/v1/training/status", &status, &body)) {
         say(r, RED, "error: %s\n", sh_error_last());
         return;
     }
-    if (status == 404) say(r, YELLOW, "training status is not available yet (this daemon has no /v1/training)\n");
-    else say(r, NULL, "%s\n", body);
+    json_t *j = status == 200 ? json_loads(body ? body : "", 0, NULL) : NULL;
+    if (!j) {
+        say(r, RED, "the daemon answered HTTP %ld: %.300s\n", status, body ? body : "");
+        free(body);
+        return;
+    }
+    json_t *pr = json_object_get(j, "progress"), *last = json_object_get(j, "last_run");
+    say(r, NULL, "training: %s; %lld example(s) pending\n",
+        json_is_true(json_object_get(j, "enabled")) ? "automatic ([training] enabled)"
+                                                    : "on request (/v1/training/run)",
+        (long long)json_integer_value(json_object_get(j, "pending")));
+    if (json_is_true(json_object_get(j, "active")))
+        say(r, NULL, "  running: step %lld/%lld, loss %.4f\n",
+            (long long)json_integer_value(json_object_get(pr, "step")),
+            (long long)json_integer_value(json_object_get(pr, "steps")),
+            json_number_value(json_object_get(pr, "loss")));
+    const char *ad = json_string_value(json_object_get(last, "adapter"));
+    const char *le = json_string_value(json_object_get(last, "error"));
+    if (ad && *ad)
+        say(r, NULL, "  last run: %lld example(s), loss %.4f -> %.4f, adapter %s\n",
+            (long long)json_integer_value(json_object_get(last, "examples")),
+            json_number_value(json_object_get(last, "loss_before")),
+            json_number_value(json_object_get(last, "loss_after")), ad);
+    if (le && *le) say(r, YELLOW, "  last error: %s\n", le);
+    json_decref(j);
     free(body);
 }
 

@@ -853,8 +853,9 @@ static router_local_state local_state(srv *s) {
  *
  * One run at a time, on request (POST /v1/training/run): the pending feedback becomes
  * examples rendered exactly as chat requests are (td_add uses the daemon's own prompt code),
- * a LoRA adapter is trained (rank 16, alpha 32, lr 1e-3, 4 epochs: few, heavily weighted
- * examples), saved under SHAMMAH_HOME/adapters/, the examples marked consumed only then, and
+ * a LoRA adapter is trained ([training] rank, alpha, targets, learning_rate, epochs, ...;
+ * by default rank 16, alpha 32, lr 1e-3, 4 epochs: few, heavily weighted examples), saved
+ * under SHAMMAH_HOME/adapters/, the examples marked consumed only then, and
  * the adapter swapped in between two decoding steps. The trainer uses one thread and pauses
  * between optimizer steps while requests are being generated, so serving keeps priority. */
 
@@ -947,11 +948,22 @@ static void train_run(srv *s) {
         snprintf(err, sizeof err, "no pending feedback to train on");
         goto out;
     }
-    if (!st) st = lora_adapter_new(&ad, s->m, lora_targets_default(), 16, 32.0f, (uint64_t)time(NULL));
+    const struct sh_config_training *tc = s->o.training;
+    unsigned targets = lora_targets_default();
+    if (!st && tc && tc->targets && *tc->targets && lora_targets_parse(tc->targets, &targets)) {
+        snprintf(err, sizeof err, "[training] targets: %s", sh_error_last());
+        st = SH_EINVAL;
+    }
+    if (!st)
+        st = lora_adapter_new(&ad, s->m, targets, tc ? tc->lora_rank : 16,
+                              tc ? (float)tc->alpha : 32.0f, (uint64_t)time(NULL));
     lt_params lp;
     lt_params_default(&lp);
-    lp.lr = 1e-3f;
-    lp.epochs = 4;
+    lp.lr = tc ? (float)tc->learning_rate : 1e-3f;
+    lp.epochs = tc ? tc->epochs : 4;
+    lp.batch_size = tc ? tc->batch_size : 4;
+    lp.max_seq_len = tc ? tc->max_seq_len : 512;
+    lp.dropout = tc ? (float)(tc->dropout < 0 ? 0 : tc->dropout > 0.95 ? 0.95 : tc->dropout) : 0;
     lp.n_threads = 1;
     if (!st) st = lt_new(&lt, s->m, ad, &lp);
     lt_result res;
@@ -1021,8 +1033,8 @@ static int request_training(srv *s) {
     return !busy;
 }
 
-/* [training] enabled: a run starts when min_examples are pending, or every 5 minutes when at
- * least one is (checked on each feedback and on the daemon's minute tick). */
+/* [training] enabled: a run starts when min_examples are pending, or interval_minutes after the
+ * last one when at least one is (checked on each feedback and on the daemon's minute tick). */
 static void maybe_train(srv *s, int tick) {
     if (!s->o.train_auto || !s->fb || model_state(s, NULL, 0) != MODEL_READY) return;
     int64_t pending = feedback_pending(s->fb);
@@ -1030,7 +1042,8 @@ static void maybe_train(srv *s, int tick) {
     int64_t since = time(NULL) - (s->last_finished ? s->last_finished : s->started);
     pthread_mutex_unlock(&s->tr_mu);
     int threshold = s->o.train_threshold > 0 ? s->o.train_threshold : 10;
-    if (pending >= threshold || (tick && pending > 0 && since >= 300)) request_training(s);
+    int64_t interval = 60 * (int64_t)(s->o.training ? s->o.training->interval_minutes : 5);
+    if (pending >= threshold || (tick && pending > 0 && since >= interval)) request_training(s);
 }
 
 static enum MHD_Result route_training(srv *s, struct MHD_Connection *c, req_ctx *rc,

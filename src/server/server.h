@@ -29,6 +29,9 @@ typedef struct {
     int train_auto;      /* [training] enabled: runs start by themselves */
     int train_threshold; /* ... when this many examples are pending ([training] min_examples) */
     int distill;         /* [training] distill: teacher answers become examples (weight 1) */
+    /* [training] rank, alpha, targets, dropout, learning_rate, epochs, batch_size,
+     * max_seq_len, interval_minutes (borrowed; NULL = the defaults of config.h) */
+    const struct sh_config_training *training;
     /* Models a request names (`shammah models` names other than the default) are loaded on
      * demand: at most max_loaded_models models in memory, the default included (least recently
      * used idle one unloaded first), each unloaded after keep_alive_seconds idle (0: right

@@ -44,8 +44,11 @@ static void assert_defaults(const sh_config *c) {
     assert_int_equal(c->n_teachers, 0);
     assert_false(c->training.enabled);
     assert_true(c->training.distill);
-    assert_int_equal(c->training.lora_rank, 8);
-    assert_true(fabs(c->training.learning_rate - 1e-4) < 1e-12);
+    assert_int_equal(c->training.lora_rank, 16);
+    assert_true(fabs(c->training.learning_rate - 1e-3) < 1e-12);
+    assert_true(c->training.alpha == 32 && c->training.epochs == 4 && c->training.max_seq_len == 512);
+    assert_string_equal(c->training.targets, "attn_q,attn_k,attn_v,attn_output");
+    assert_int_equal(c->training.interval_minutes, 5);
     assert_int_equal(c->training.batch_size, 4);
     assert_int_equal(c->training.min_examples, 10);
     assert_int_equal(c->n_warnings, 0);
@@ -107,9 +110,15 @@ static const char full_file[] = "# shammah configuration\n"
                                 "enabled = true\n"
                                 "distill = false\n"
                                 "lora_rank = 16\n"
+                                "alpha = 8\n"
+                                "targets = \"attn_q,ffn_down\"\n"
+                                "dropout = 0.1\n"
                                 "learning_rate = 2.5e-5\n"
+                                "epochs = 7\n"
                                 "batch_size = 8\n"
-                                "min_examples = 100\n";
+                                "max_seq_len = 256\n"
+                                "batch_threshold = 100\n"
+                                "interval_minutes = 30\n";
 
 static void test_full_file(void **st) {
     (void)st;
@@ -153,6 +162,10 @@ static void test_full_file(void **st) {
     assert_false(c.training.distill);
     assert_int_equal(c.training.lora_rank, 16);
     assert_true(fabs(c.training.learning_rate - 2.5e-5) < 1e-15);
+    assert_true(c.training.alpha == 8 && c.training.epochs == 7 && c.training.max_seq_len == 256);
+    assert_true(fabs(c.training.dropout - 0.1) < 1e-12);
+    assert_string_equal(c.training.targets, "attn_q,ffn_down");
+    assert_int_equal(c.training.interval_minutes, 30);
     assert_int_equal(c.training.batch_size, 8);
     assert_int_equal(c.training.min_examples, 100);
     assert_int_equal(config_warning_count(&c), 0);
