@@ -23,7 +23,7 @@ TEST_BIN := $(TEST_SRC:tests/unit/%.c=$(BUILD)/tests/%)
 DEB_PKGS := build-essential pkg-config libpcre2-dev libjansson-dev libcmocka-dev \
             libmicrohttpd-dev libcurl4-openssl-dev libedit-dev libsqlite3-dev curl tmux
 
-.PHONY: all test unit asan deps clean check-reference bench fixtures format run
+.PHONY: all test unit asan deps clean check-reference bench fixtures format run default-model
 
 all: $(BUILD)/shammah
 
@@ -87,7 +87,26 @@ include mk/reliability.mk
 bench: $(BUILD)/shammah
 	SHAMMAH=$(BUILD)/shammah sh bench/run.sh
 
-# The daemon in the foreground. MODEL=path.gguf until the embedded default model exists;
-# honours SHAMMAH_HOME and SHAMMAH_HOST (and config.toml).
+# The daemon in the foreground, on MODEL (a path or a `shammah models` name) or else the
+# default choice (the largest model that fits in memory; the embedded one on a fresh machine).
+# Honours SHAMMAH_HOME and SHAMMAH_HOST (and config.toml).
 run: $(BUILD)/shammah
 	$(BUILD)/shammah daemon $(if $(MODEL),-m $(MODEL))
+
+# The embedded default model, trained from scratch with the project's own tokenizer learner
+# and trainer on models/default/facts.txt (models/default/README.md: recipe, data, figures).
+# About an hour on 2 cores. Writes models/shammah-default.gguf; `make` then embeds it.
+DM := $(BUILD)/default-model
+DM_SHAPE := --arch llama --embd 256 --layers 4 --heads 4 --kv-heads 2 --ff 768 --ctx 2048 --tie
+DM_TRAIN := --epochs 30 --batch-size 16 --max-seq-len 128 --lr 3e-3 --lr-min 2e-4 --warmup 100 --seed 42
+default-model: $(BUILD)/shammah
+	mkdir -p $(DM)
+	sh models/default/make_data.sh $(DM)
+	$(BUILD)/shammah model vocab --corpus $(DM)/corpus.txt --size 4096 --out $(DM)/vocab.gguf
+	$(BUILD)/shammah model synth --type f32 --vocab copy:$(DM)/vocab.gguf $(DM_SHAPE) --out $(DM)/init.gguf
+	$(BUILD)/shammah train --full --from-scratch --data $(DM)/train.jsonl -m $(DM)/init.gguf \
+	    -o $(DM)/shammah-default.gguf $(DM_TRAIN) --f16 --name shammah-default
+	sh models/default/eval.sh $(DM)/shammah-default.gguf $(DM)/heldout.tsv $(BUILD)/shammah > $(DM)/eval.txt
+	tail -n 1 $(DM)/eval.txt
+	cp $(DM)/shammah-default.gguf models/shammah-default.gguf
+	@echo "models/shammah-default.gguf written; run make to embed it"

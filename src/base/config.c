@@ -75,6 +75,8 @@ void config_defaults(sh_config *c) {
     c->server.max_sessions = 100;
     c->server.session_idle_minutes = 60;
     c->server.max_body_bytes = 4 << 20;
+    c->server.api_keys_file = "";
+    c->server.max_messages = 10000;
     c->backend.enabled = true;
     c->backend.model = "";
     c->backend.threads = 0;
@@ -857,7 +859,7 @@ static int define_key(parser *p, const char **segs, int n) {
 
 /* ---- mapping onto sh_config ---- */
 
-enum { F_BOOL, F_INT, F_I64, F_FLOAT, F_STR, F_BIND, F_ADDR, F_ENUM, F_KEYS };
+enum { F_BOOL, F_INT, F_I64, F_FLOAT, F_STR, F_BIND, F_ADDR, F_ENUM, F_KEYS, F_ORIGINS };
 
 typedef struct {
     const char *key;
@@ -876,6 +878,9 @@ static const fspec server_spec[] = {
     {"session_idle_minutes", F_INT, CO(server.session_idle_minutes), 1, 525600, NULL},
     {"max_body_bytes", F_I64, CO(server.max_body_bytes), 1024, 1 << 30, NULL},
     {"api_keys", F_KEYS, CO(server.api_keys), 0, 0, NULL},
+    {"api_keys_file", F_STR, CO(server.api_keys_file), 0, 0, NULL},
+    {"cors_origins", F_ORIGINS, CO(server.cors_origins), 0, 0, NULL},
+    {"max_messages", F_INT, CO(server.max_messages), 1, 1000000, NULL},
     {NULL, 0, 0, 0, 0, NULL},
 };
 static const fspec backend_spec[] = {
@@ -953,10 +958,28 @@ static const char *type_word(int kind) {
     case F_FLOAT:
         return "a number";
     case F_KEYS:
+    case F_ORIGINS:
         return "an array of strings";
     default:
         return "a string";
     }
+}
+
+/* What a browser sends as Origin: scheme "://" host [":" port], nothing after; or "*". The
+ * daemon compares origins as strings, so anything else could never match and is a typo. */
+static bool origin_valid(const char *s, size_t n) {
+    if (n == 1 && s[0] == '*') return true;
+    size_t i = 0;
+    if (n == 0 || !((s[0] | 0x20) >= 'a' && (s[0] | 0x20) <= 'z')) return false;
+    while (i < n && ((s[i] && strchr("+-.", s[i])) || (s[i] >= '0' && s[i] <= '9') ||
+                     ((s[i] | 0x20) >= 'a' && (s[i] | 0x20) <= 'z')))
+        i++;
+    if (n - i < 4 || memcmp(s + i, "://", 3) != 0) return false;
+    for (i += 3; i < n; i++) {
+        unsigned char ch = (unsigned char)s[i];
+        if (ch <= ' ' || ch >= 0x7f || strchr("/?#@\\\"", ch)) return false;
+    }
+    return true;
 }
 
 static int keep(parser *p, const tscalar *v, const char **out) {
@@ -990,6 +1013,7 @@ static int assign(parser *p, int t, const char **ksegs, int nk, const tvalue *v,
         ok = v->type == V_FLOAT || v->type == V_INT;
         break;
     case F_KEYS:
+    case F_ORIGINS:
         ok = v->type == V_ARRAY && (v->elem == V_STR || v->elem == V_NONE);
         break;
     default:
@@ -1059,6 +1083,22 @@ static int assign(parser *p, int t, const char **ksegs, int nk, const tvalue *v,
             if (rc) return rc;
         }
         p->c->server.n_api_keys = v->n;
+        return SH_OK;
+    }
+    case F_ORIGINS: {
+        if (v->n > CONFIG_MAX_CORS_ORIGINS)
+            return perr_at(p, line, SH_ERANGE, "%s %s holds more than %d origins", shown, f->key,
+                           CONFIG_MAX_CORS_ORIGINS);
+        for (int i = 0; i < v->n; i++) {
+            if (!origin_valid(v->items[i].s, v->items[i].slen))
+                return perr_at(p, line, SH_EFORMAT,
+                               "%s %s: \"%.200s\" is not \"*\" or an origin "
+                               "\"scheme://host[:port]\" (no path, no trailing /)",
+                               shown, f->key, v->items[i].s);
+            int rc = keep(p, &v->items[i], &p->c->server.cors_origins[i]);
+            if (rc) return rc;
+        }
+        p->c->server.n_cors_origins = v->n;
         return SH_OK;
     }
     }
@@ -1238,10 +1278,111 @@ static bool holds_secrets(const sh_config *c) {
     return false;
 }
 
+/* Reads the whole regular file open on fd (st is its fstat) into *out (caller frees; a NUL
+ * follows the *n bytes). Messages are prefixed with path. */
+static int read_all(int fd, const struct stat *st, const char *path, char **out, size_t *n_out) {
+    *out = NULL;
+    if (!S_ISREG(st->st_mode)) return sh_error_set(SH_EIO, "%s: not a regular file", path);
+    if (st->st_size > CONFIG_MAX_FILE)
+        return sh_error_set(SH_ERANGE, "%s: larger than %d bytes", path, CONFIG_MAX_FILE);
+    size_t cap = (size_t)st->st_size + 1, n = 0;
+    char *buf = malloc(cap + 1);
+    if (!buf) return nomem();
+    /* read one byte more than expected to notice a file growing under us */
+    while (n < cap) {
+        ssize_t r = read(fd, buf + n, cap - n);
+        if (r < 0 && errno == EINTR) continue;
+        if (r < 0) {
+            int e = errno;
+            free(buf);
+            return sh_error_set(SH_EIO, "%s: %s", path, strerror(e));
+        }
+        if (r == 0) break;
+        n += (size_t)r;
+    }
+    if (n == cap) {
+        free(buf);
+        return sh_error_set(SH_EIO, "%s: changed while being read", path);
+    }
+    buf[n] = 0;
+    *out = buf;
+    *n_out = n;
+    return SH_OK;
+}
+
+/* Adds the keys of [server] api_keys_file to c's api_keys (rules in config.h). A relative
+ * file name is taken from config_path's directory. Key text never appears in a message. */
+static int load_keys_file(sh_config *c, const char *config_path) {
+    const char *name = c->server.api_keys_file;
+    const char *slash = strrchr(config_path, '/');
+    char path[4096];
+    int len = name[0] == '/' || !slash
+                  ? snprintf(path, sizeof path, "%s", name)
+                  : snprintf(path, sizeof path, "%.*s/%s", (int)(slash - config_path), config_path, name);
+    if (len < 0 || (size_t)len >= sizeof path)
+        return sh_error_set(SH_ERANGE, "%s: [server] api_keys_file: path too long", config_path);
+    char *buf = NULL;
+    size_t n = 0;
+    int rc = SH_OK, added = 0;
+    struct stat st;
+    int fd = open(path, O_RDONLY | O_CLOEXEC);
+    if (fd < 0)
+        return sh_error_set(SH_EIO, "[server] api_keys_file %s: %s", path, strerror(errno));
+    if (fstat(fd, &st) != 0) {
+        rc = sh_error_set(SH_EIO, "%s: %s", path, strerror(errno));
+        goto out;
+    }
+    /* as ssh does for private keys: a secret others can read (or replace) is refused */
+    if (S_ISREG(st.st_mode) && (st.st_mode & 007)) {
+        rc = sh_error_set(SH_EINVAL, "%s: permissions %04o are too open: other users can read the "
+                                     "API keys (chmod 600 %s)", path, (unsigned)(st.st_mode & 07777), path);
+        goto out;
+    }
+    if ((rc = read_all(fd, &st, path, &buf, &n))) goto out;
+    int line = 0;
+    for (char *p = buf, *end = buf + n; p < end && !rc; line++) {
+        char *nl = memchr(p, '\n', (size_t)(end - p));
+        char *e = nl ? nl : end, *next = nl ? nl + 1 : end;
+        if (e - p > CONFIG_MAX_LINE) {
+            rc = sh_error_set(SH_ERANGE, "%s:%d: line longer than %d bytes", path, line + 1, CONFIG_MAX_LINE);
+            break;
+        }
+        while (p < e && (*p == ' ' || *p == '\t')) p++;
+        while (e > p && (e[-1] == ' ' || e[-1] == '\t' || e[-1] == '\r')) e--;
+        if (p == e || *p == '#') {
+            p = next;
+            continue;
+        }
+        for (const char *q = p; q < e && !rc; q++)
+            if ((unsigned char)*q <= ' ' || (unsigned char)*q >= 0x7f)
+                rc = sh_error_set(SH_EFORMAT, "%s:%d: a key must be printable ASCII without spaces",
+                                  path, line + 1);
+        if (!rc && c->server.n_api_keys >= CONFIG_MAX_API_KEYS)
+            rc = sh_error_set(SH_ERANGE, "%s:%d: more than %d API keys in [server] api_keys and "
+                                         "api_keys_file together", path, line + 1, CONFIG_MAX_API_KEYS);
+        if (!rc) {
+            const char *k = str_new(&c->owned_, p, (size_t)(e - p));
+            if (!k) rc = nomem();
+            else c->server.api_keys[c->server.n_api_keys++] = k, added++;
+        }
+        p = next;
+    }
+    if (!rc && added == 0)
+        rc = sh_error_set(SH_EFORMAT, "%s: holds no API key ([server] api_keys_file)", path);
+    if (!rc && (st.st_mode & 070))
+        rc = add_warning(c, "%s: API keys readable by the group (chmod 600 %s)", path, path);
+out:
+    if (buf) explicit_bzero(buf, n);
+    free(buf);
+    close(fd);
+    return rc;
+}
+
 int config_load(sh_config *c, const char *path) {
     if (!c || !path) return sh_error_set(SH_EINVAL, "config_load: NULL argument");
     config_defaults(c);
     char *buf = NULL;
+    size_t n = 0;
     int rc = SH_OK;
     int fd = open(path, O_RDONLY | O_CLOEXEC);
     if (fd < 0) {
@@ -1253,41 +1394,15 @@ int config_load(sh_config *c, const char *path) {
         rc = sh_error_set(SH_EIO, "%s: %s", path, strerror(errno));
         goto out;
     }
-    if (!S_ISREG(st.st_mode)) {
-        rc = sh_error_set(SH_EIO, "%s: not a regular file", path);
-        goto out;
-    }
-    if (st.st_size > CONFIG_MAX_FILE) {
-        rc = sh_error_set(SH_ERANGE, "%s: larger than %d bytes", path, CONFIG_MAX_FILE);
-        goto out;
-    }
-    size_t cap = (size_t)st.st_size + 1, n = 0;
-    buf = malloc(cap);
-    if (!buf) {
-        rc = nomem();
-        goto out;
-    }
-    /* read one byte more than expected to notice a file growing under us */
-    while (n < cap) {
-        ssize_t r = read(fd, buf + n, cap - n);
-        if (r < 0 && errno == EINTR) continue;
-        if (r < 0) {
-            rc = sh_error_set(SH_EIO, "%s: %s", path, strerror(errno));
-            goto out;
-        }
-        if (r == 0) break;
-        n += (size_t)r;
-    }
-    if (n == cap) {
-        rc = sh_error_set(SH_EIO, "%s: changed while being read", path);
-        goto out;
-    }
+    if ((rc = read_all(fd, &st, path, &buf, &n))) goto out;
     rc = config_parse(c, buf, n, path);
     if (rc == SH_OK && (st.st_mode & 044) && holds_secrets(c))
         rc = add_warning(c, "%s: holds API keys but is readable by others (chmod 600 %s)", path,
                          path);
+    if (rc == SH_OK && c->server.api_keys_file[0]) rc = load_keys_file(c, path);
     if (rc) config_free(c);
 out:
+    if (buf) explicit_bzero(buf, n);
     free(buf);
     close(fd);
     return rc;

@@ -29,6 +29,20 @@
  *   max_body_bytes        integer  4 MiB     1024..1 GiB
  *   api_keys              array of strings  []  empty = no authentication; each key non-empty,
  *                                                 at most CONFIG_MAX_API_KEYS
+ *   api_keys_file         string   ""        a file of keys, one per line (blank lines and # comments
+ *                                            skipped; spaces around a key trimmed; printable ASCII
+ *                                            only), read by config_load() (a relative path is
+ *                                            relative to config.toml's directory); its keys are
+ *                                            added to api_keys (CONFIG_MAX_API_KEYS in all). The
+ *                                            load fails when the file is missing, holds no key, or
+ *                                            is readable, writable or executable by others (mode
+ *                                            & 007, as ssh refuses private keys); group access is
+ *                                            a warning
+ *   cors_origins          array of strings  []  browser origins allowed besides the loopback
+ *                                            ones, matched exactly: "scheme://host[:port]" (no
+ *                                            path), or "*" = any origin (unsafe without api_keys);
+ *                                            at most CONFIG_MAX_CORS_ORIGINS
+ *   max_messages          integer  10000     1..1000000 messages in one request
  * [backend]
  *   enabled               boolean  true      false = the daemon serves no local model
  *   model                 string   ""        a GGUF path or a name under SHAMMAH_HOME/models
@@ -86,7 +100,8 @@
 #define CONFIG_MAX_KEYS 4096      /* keys and tables defined in one file */
 #define CONFIG_MAX_DEPTH 8        /* parts of a dotted key or table name */
 #define CONFIG_MAX_TEACHERS 16
-#define CONFIG_MAX_API_KEYS 64
+#define CONFIG_MAX_API_KEYS 64    /* api_keys and api_keys_file together */
+#define CONFIG_MAX_CORS_ORIGINS 64
 #define CONFIG_MAX_WARNINGS 32
 
 typedef struct {
@@ -114,6 +129,10 @@ typedef struct {
         int64_t max_body_bytes;
         const char *api_keys[CONFIG_MAX_API_KEYS];
         int n_api_keys;
+        const char *api_keys_file; /* as written; "" = none */
+        const char *cors_origins[CONFIG_MAX_CORS_ORIGINS];
+        int n_cors_origins;
+        int max_messages;
     } server;
     struct {
         bool enabled;
@@ -167,7 +186,11 @@ int config_parse(sh_config *c, const char *text, size_t len, const char *name_fo
 
 /* Reads and parses the file at path (messages are prefixed with path). A missing file gives the
  * defaults and SH_OK. A file that holds API keys and is readable by group or others adds a
- * warning. Same ownership as config_parse(). */
+ * warning. Then reads [server] api_keys_file when it is set, so every reader of the config (the
+ * daemon, and the client sending the first key) sees the same keys: SH_EIO when it is missing,
+ * unreadable or not a regular file, SH_EINVAL when others have access to it, SH_EFORMAT for a
+ * bad line or no key at all, SH_ERANGE for a line or file too long or too many keys. Same
+ * ownership as config_parse(). */
 int config_load(sh_config *c, const char *path);
 
 /* Frees what c owns and leaves c holding the defaults. NULL is allowed. */

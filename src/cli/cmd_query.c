@@ -13,12 +13,14 @@
 #include "base/status.h"
 #include "cli/cliutil.h"
 #include "cli/commands.h"
+#include "cli/direct.h"
 #include "client/client.h"
 #include "proto/conv.h"
 #include "server/pidfile.h"
 
 #define QUERY_MAX_INPUT (4u << 20) /* bytes of a question read from stdin */
 #define STOP_GRACE_MS 5000          /* SIGTERM, then SIGKILL after this */
+#define QUERY_MAX_ANSWER (1u << 20) /* bytes of the answer kept for last_exchange.json */
 
 /* Opens a client from config.toml; prints "shammah CMD: ..." on failure. Caller frees both. */
 static int open_client(const char *cmd, client **c, void **cfg, int quiet) {
@@ -47,7 +49,12 @@ static void query_usage(FILE *f) {
             "       COMMAND | shammah query [options]\n"
             "Asks the daemon one question and streams the answer to stdout. Errors go to stderr\n"
             "and give a non-zero exit; nothing else is printed. The daemon is started when none\n"
-            "runs ([client] auto_spawn in config.toml).\n"
+            "runs ([client] auto_spawn in config.toml). The exchange is kept for `shammah feedback`.\n"
+            "  --direct           run the model in this process, without a daemon (also\n"
+            "                     [client] use_daemon = false in config.toml)\n"
+            "  -m NAME            the model: a name of `shammah models` (the daemon loads it on\n"
+            "                     demand) or, in direct mode, also a path; direct mode's default:\n"
+            "                     [backend] model, else the largest that fits\n"
             "  --system TEXT      system prompt\n"
             "  -n, --max-tokens N tokens to generate at most (default: the daemon's)\n"
             "  --temp T           temperature (0 = greedy)\n"
@@ -60,6 +67,7 @@ typedef struct {
     int ends_newline;
     int failed;
     char error[512];
+    conv_buf answer; /* for last_exchange.json (cut there anyway) */
 } query_out;
 
 static int query_event(void *user, const conv_event *ev) {
@@ -69,6 +77,7 @@ static int query_event(void *user, const conv_event *ev) {
         fflush(stdout);
         q->any_text = 1;
         q->ends_newline = ev->text[ev->len - 1] == '\n';
+        conv_buf_append(&q->answer, ev->text, ev->len); /* over the bound: the rest is dropped */
     } else if (ev->kind == CONV_EV_ERROR) {
         q->failed = 1;
         snprintf(q->error, sizeof q->error, "%.*s", (int)(ev->len < 500 ? ev->len : 500),
@@ -98,10 +107,13 @@ static int read_stdin(char **out) {
 }
 
 int cmd_query(int argc, char **argv) {
-    const char *system = NULL;
+    const char *system = NULL, *model_name = NULL;
     long long max_tokens = -1, seed = -1;
     float temp = -1;
-    int local = 0, rc = 1;
+    int local = 0, rc = 1, use_direct = direct_configured();
+    direct *dr = NULL;
+    query_out q = {0};
+    conv_buf_init(&q.answer, QUERY_MAX_ANSWER);
     conv_buf text;
     conv_buf_init(&text, QUERY_MAX_INPUT);
     char *input = NULL;
@@ -120,6 +132,10 @@ int cmd_query(int argc, char **argv) {
             local = 1;
             continue;
         }
+        if (!strcmp(a, "--direct")) {
+            use_direct = 1;
+            continue;
+        }
         if (!strcmp(a, "--")) {
             for (i++; i < argc; i++)
                 if ((text.len && conv_buf_puts(&text, " ")) || conv_buf_puts(&text, argv[i])) goto too_long;
@@ -134,6 +150,7 @@ int cmd_query(int argc, char **argv) {
             }
             i++;
             if (!strcmp(a, "--system")) system = v;
+            else if (!strcmp(a, "-m") || !strcmp(a, "--model")) model_name = v;
             else if (!strcmp(a, "-n") || !strcmp(a, "--max-tokens"))
                 bad = cli_int("query", a, v, 1, 1 << 24, &max_tokens);
             else if (!strcmp(a, "--temp")) bad = cli_float("query", a, v, 0, 2, &temp);
@@ -168,10 +185,19 @@ int cmd_query(int argc, char **argv) {
         rc = 2;
         goto out;
     }
-    if (open_client("query", &c, &cfg, 0)) goto out;
-    if (client_ensure_daemon(c)) {
-        fprintf(stderr, "shammah query: %s\n", sh_error_last());
-        goto out;
+    if (use_direct) {
+        char path[PATHS_MAX];
+        if (direct_pick_model("query", model_name, path, sizeof path)) goto out;
+        if (direct_new(&dr, path)) {
+            fprintf(stderr, "shammah query: %s\n", sh_error_last());
+            goto out;
+        }
+    } else {
+        if (open_client("query", &c, &cfg, 0)) goto out;
+        if (client_ensure_daemon(c)) {
+            fprintf(stderr, "shammah query: %s\n", sh_error_last());
+            goto out;
+        }
     }
     size_t qlen = strlen(question);
     if (conv_request_init(&r, qlen * 2 + (system ? strlen(system) * 2 : 0) + 65536)) goto oom;
@@ -187,13 +213,14 @@ int cmd_query(int argc, char **argv) {
     r.messages = m;
     r.n_messages = 1;
     if (system && !(r.system = conv_strdup(r.arena, system))) goto oom;
+    if (model_name && !use_direct && !(r.model = conv_strdup(r.arena, model_name))) goto oom;
     r.max_tokens = max_tokens;
     r.seed = seed;
     if (temp >= 0) r.temperature = temp;
     r.local_only = local;
     r.stream = 1;
-    query_out q = {0};
-    int st = client_stream(c, &r, NULL, query_event, &q);
+    /* Ctrl-C ends the process: the daemon sees the connection go; direct mode goes with it */
+    int st = dr ? direct_stream(dr, &r, NULL, query_event, &q) : client_stream(c, &r, NULL, query_event, &q);
     if (q.any_text && !q.ends_newline) fputc('\n', stdout);
     fflush(stdout);
     if (st) {
@@ -204,6 +231,8 @@ int cmd_query(int argc, char **argv) {
         fprintf(stderr, "shammah query: %s\n", q.error);
         goto out;
     }
+    if (cli_exchange_save(question, q.answer.p ? q.answer.p : ""))
+        fprintf(stderr, "shammah query: warning: %s\n", sh_error_last());
     rc = 0;
     goto out;
 too_long:
@@ -214,6 +243,8 @@ oom:
     fprintf(stderr, "shammah query: out of memory\n");
 out:
     conv_request_free(&r);
+    conv_buf_free(&q.answer);
+    direct_free(dr);
     client_free(c);
     client_config_free(cfg);
     conv_buf_free(&text);

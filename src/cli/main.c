@@ -23,13 +23,14 @@ static const command commands[] = {
     {"model", cmd_model, "model tools (synth: write a random-weight model)"},
     {"repl", cmd_repl, "the interactive session (also `shammah` alone)"},
     {"query", cmd_query, "ask the daemon one question; the answer goes to stdout"},
+    {"feedback", cmd_feedback, "rate the last answer (or any exchange) for training"},
     {"daemon-start", cmd_daemon_start, "start the daemon in the background"},
     {"daemon-stop", cmd_daemon_stop, "stop the daemon"},
     {"daemon-status", cmd_daemon_status, "show the daemon's pid, model, uptime, sessions"},
 };
 
 static void usage(FILE *f) {
-    fprintf(f, "usage: shammah                  (interactive session with the daemon)\n"
+    fprintf(f, "usage: shammah [--direct] ...   (interactive session; see shammah repl --help)\n"
                "       shammah <command> [options]\n\ncommands:\n");
     for (size_t i = 0; i < sizeof commands / sizeof commands[0]; i++)
         fprintf(f, "  %-14s %s\n", commands[i].name, commands[i].help);
@@ -46,6 +47,7 @@ int main(int argc, char **argv) {
         usage(stdout);
         return 0;
     }
+    if (argv[1][0] == '-' && argv[1][1]) return cmd_repl(argc, argv); /* `shammah --direct` */
     for (size_t i = 0; i < sizeof commands / sizeof commands[0]; i++)
         if (!strcmp(argv[1], commands[i].name)) return commands[i].fn(argc - 1, argv + 1);
     fprintf(stderr, "shammah: unknown command '%s' (see shammah --help)\n", argv[1]);

@@ -15,6 +15,7 @@
 #include "base/status.h"
 #include "cli/cliutil.h"
 #include "cli/commands.h"
+#include "cli/direct.h"
 #include "cli/tools.h"
 #include "client/client.h"
 #include "proto/conv.h"
@@ -65,8 +66,12 @@ typedef struct {
     int plan_mode;
     long long max_tokens;
     const char *system;
-    /* the last exchange, for /feedback */
+    /* the last exchange, for /feedback (also in last_exchange.json, for `shammah feedback`) */
     char *last_question, *last_answer;
+    /* direct mode: the engine in this process answers instead of the daemon */
+    int direct_mode;
+    const char *model_name; /* -m NAME; NULL: direct_pick_model's default */
+    direct *dr;             /* loaded on first use, kept when switching back to the daemon */
 } repl;
 
 static void say(repl *r, const char *color, const char *fmt, ...) __attribute__((format(printf, 3, 4)));
@@ -93,6 +98,8 @@ static int conv_reset(repl *r) {
     r->conv.stream = 1;
     r->conv.max_tokens = r->max_tokens;
     if (r->system && !(r->conv.system = conv_strdup(r->conv.arena, r->system))) return SH_ENOMEM;
+    /* -m NAME: the daemon loads a model it lists on demand (direct mode loaded it already) */
+    if (r->model_name && !(r->conv.model = conv_strdup(r->conv.arena, r->model_name))) return SH_ENOMEM;
     int n;
     r->conv.tools = (conv_tool *)tools_all(&n);
     r->conv.n_tools = n;
@@ -128,6 +135,24 @@ static int conv_add_text(repl *r, conv_role role, const char *text) {
 }
 
 /* ---- one model turn ---- */
+
+/* Loads the direct-mode model if not yet; prints why not. 0 when ready. */
+static int direct_ready(repl *r) {
+    if (r->dr) return 0;
+    char path[PATHS_MAX];
+    if (direct_pick_model("repl", r->model_name, path, sizeof path)) return -1;
+    if (direct_new(&r->dr, path)) {
+        say(r, RED, "error: %s\n", sh_error_last());
+        return -1;
+    }
+    return 0;
+}
+
+/* The chat call: the daemon, or the engine in this process; the same events either way. */
+static int chat_stream(repl *r, conv_event_fn fn, void *user) {
+    if (r->direct_mode) return direct_stream(r->dr, &r->conv, &g_cancel, fn, user);
+    return client_stream(r->cl, &r->conv, &g_cancel, fn, user);
+}
 
 typedef struct {
     repl *r;
@@ -316,9 +341,9 @@ static void keep_last(char **slot, const char *s) {
 }
 
 /* Asks a question and runs the tool loop until the model answers without tools. */
-static void ask(repl *r, const char *question, int local_only) {
-    if (client_ensure_daemon(r->cl)) {
-        say(r, RED, "error: %s\n", sh_error_last());
+static void ask_rounds(repl *r, const char *question, int local_only) {
+    if (r->direct_mode ? direct_ready(r) != 0 : client_ensure_daemon(r->cl) != SH_OK) {
+        if (!r->direct_mode) say(r, RED, "error: %s\n", sh_error_last());
         return;
     }
     if (conv_add_text(r, CONV_USER, question)) {
@@ -334,7 +359,7 @@ static void ask(repl *r, const char *question, int local_only) {
         turn t = {.r = r};
         conv_accum_init(&t.acc);
         g_cancel = 0;
-        int st = client_stream(r->cl, &r->conv, &g_cancel, turn_event, &t);
+        int st = chat_stream(r, turn_event, &t);
         if (t.printed && !t.ends_newline) fputc('\n', stdout);
         int calls = 0;
         for (int i = 0; i < t.acc.n_blocks; i++) calls += t.acc.blocks[i].kind == CONV_TOOL_USE;
@@ -368,6 +393,12 @@ static void ask(repl *r, const char *question, int local_only) {
     }
 }
 
+static void ask(repl *r, const char *question, int local_only) {
+    ask_rounds(r, question, local_only);
+    if (r->last_question && r->last_answer && cli_exchange_save(r->last_question, r->last_answer))
+        say(r, YELLOW, "warning: %s\n", sh_error_last());
+}
+
 /* ---- slash commands ---- */
 
 static void slash_help(repl *r) {
@@ -377,10 +408,11 @@ static void slash_help(repl *r) {
         "  /help                 this help\n"
         "  /quit                 leave (also /exit, Ctrl-D)\n"
         "  /clear                start a new conversation\n"
-        "  /model                the daemon's model and its state\n"
-        "  /daemon               daemon status (/daemon direct: not available yet)\n"
+        "  /model                the model and its state\n"
+        "  /daemon               daemon status; /daemon direct: run the model in this process,\n"
+        "                        /daemon daemon: back to the daemon\n"
         "  /local QUESTION       ask the local model only\n"
-        "  /feedback critical|medium|good [note]   rate the last answer\n"
+        "  /feedback critical|medium|good|WEIGHT [note]   rate the last answer (for training)\n"
         "  /training             training status\n"
         "  /patterns             tool approvals: /patterns, /patterns add TOOL GLOB, /patterns remove N\n"
         "  /plan                 plan mode on/off (only read-only tools: read, glob, grep)\n"
@@ -404,6 +436,13 @@ static const char *jstr(json_t *o, const char *key) {
 }
 
 static void slash_model(repl *r) {
+    if (r->direct_mode) {
+        char d[1024];
+        if (direct_ready(r)) return;
+        direct_describe(r->dr, d, sizeof d);
+        say(r, NULL, "model: %s, in this process (direct mode)\n  path: %s\n", d, direct_model_path(r->dr));
+        return;
+    }
     long status = 0;
     json_t *j = get_json(r, "/v1/status", &status);
     if (!j) return;
@@ -419,12 +458,32 @@ static void slash_model(repl *r) {
 
 static void cmd_daemon_info(repl *r, const char *arg) {
     if (*arg) {
-        if (!strcmp(arg, "direct") || !strcmp(arg, "local"))
-            say(r, YELLOW, "direct mode (the engine in this process) is not available yet\n");
-        else if (!strcmp(arg, "daemon"))
-            say(r, NULL, "already talking to the daemon at %s\n", client_address(r->cl));
-        else
+        if (!strcmp(arg, "direct") || !strcmp(arg, "local")) {
+            if (r->direct_mode) {
+                say(r, NULL, "already in direct mode\n");
+            } else if (direct_ready(r) == 0) {
+                char d[1024];
+                direct_describe(r->dr, d, sizeof d);
+                r->direct_mode = 1;
+                say(r, NULL, "direct mode: %s answers in this process\n", d);
+            }
+        } else if (!strcmp(arg, "daemon")) {
+            if (!r->direct_mode) {
+                say(r, NULL, "already talking to the daemon at %s\n", client_address(r->cl));
+            } else {
+                r->direct_mode = 0;
+                say(r, NULL, "talking to the daemon at %s (started when needed)\n", client_address(r->cl));
+            }
+        } else {
             say(r, RED, "usage: /daemon [daemon|direct]\n");
+        }
+        return;
+    }
+    if (r->direct_mode) {
+        char d[1024] = "(not loaded yet)";
+        if (r->dr) direct_describe(r->dr, d, sizeof d);
+        say(r, NULL, "direct mode: the model runs in this process, no daemon: %s\n"
+                     "(/daemon daemon switches to the daemon at %s)\n", d, client_address(r->cl));
         return;
     }
     long status = 0;
@@ -441,39 +500,26 @@ static void cmd_daemon_info(repl *r, const char *arg) {
     json_decref(j);
 }
 
-static void cmd_feedback(repl *r, const char *arg) {
-    static const struct { const char *name; int weight; } k[] = {{"critical", 10}, {"medium", 3}, {"good", 1}};
+static void slash_feedback(repl *r, const char *arg) {
+    char w[64];
     size_t n = strcspn(arg, " \t");
-    int weight = 0;
-    for (size_t i = 0; i < sizeof k / sizeof *k; i++)
-        if (n && strlen(k[i].name) == n && !strncmp(arg, k[i].name, n)) weight = k[i].weight;
-    if (!weight) {
-        say(r, RED, "usage: /feedback critical|medium|good [note]\n");
+    double weight = 0;
+    snprintf(w, sizeof w, "%.*s", (int)(n < sizeof w - 1 ? n : sizeof w - 1), arg);
+    if (!n || n >= sizeof w || cli_feedback_weight(w, &weight)) {
+        say(r, RED, "usage: /feedback critical|medium|good|WEIGHT [note]  (WEIGHT a number in (0, 1000])\n");
         return;
     }
-    if (!r->last_question) {
+    if (!r->last_question || !r->last_answer) {
         say(r, RED, "nothing to rate yet: ask something first\n");
         return;
     }
     const char *note = arg + n;
     note += strspn(note, " \t");
-    json_t *j = json_pack("{s:i,s:s#,s:s,s:[{s:s,s:s},{s:s,s:s}]}", "weight", weight, "rating", arg, (int)n,
-                          "note", note, "messages", "role", "user", "content", r->last_question, "role",
-                          "assistant", "content", r->last_answer ? r->last_answer : "");
-    char *body = j ? json_dumps(j, JSON_COMPACT) : NULL, *resp = NULL;
-    json_decref(j);
-    long status = 0;
-    if (!body) say(r, RED, "error: out of memory\n");
-    else if (client_post_json(r->cl, "/v1/feedback", body, &status, &resp))
+    long long id = 0;
+    if (cli_feedback_send(r->cl, r->last_question, r->last_answer, weight, note, &id))
         say(r, RED, "error: %s\n", sh_error_last());
-    else if (status == 404)
-        say(r, YELLOW, "feedback is not available yet (this daemon has no /v1/feedback)\n");
-    else if (status / 100 != 2)
-        say(r, RED, "the daemon refused the feedback (HTTP %ld): %.300s\n", status, resp);
     else
-        say(r, NULL, "thanks: feedback sent (weight %d)\n", weight);
-    free(body);
-    free(resp);
+        say(r, NULL, "feedback queued (id %lld, weight %g)\n", id, weight);
 }
 
 static void cmd_training(repl *r) {
@@ -580,7 +626,7 @@ static int slash(repl *r, char *line) {
     else if (!strcmp(cmd, "local")) {
         if (!*arg) say(r, RED, "usage: /local QUESTION\n");
         else ask(r, arg, 1);
-    } else if (!strcmp(cmd, "feedback")) cmd_feedback(r, arg);
+    } else if (!strcmp(cmd, "feedback")) slash_feedback(r, arg);
     else if (!strcmp(cmd, "training")) cmd_training(r);
     else if (!strcmp(cmd, "patterns")) cmd_patterns(r, arg);
     else if (!strcmp(cmd, "plan")) {
@@ -645,8 +691,13 @@ static char *read_input(repl *r, int *interrupted) {
 
 static void repl_usage(FILE *f) {
     fprintf(f,
-            "usage: shammah [repl] [--plan] [-n MAX_TOKENS] [--system TEXT]\n"
+            "usage: shammah [repl] [--direct] [-m MODEL] [--plan] [-n MAX_TOKENS] [--system TEXT]\n"
             "An interactive session with the daemon (started when none runs). Type /help inside.\n"
+            "  --direct           run the model in this process, without a daemon (also\n"
+            "                     [client] use_daemon = false in config.toml)\n"
+            "  -m NAME            the model: a name of `shammah models` (the daemon loads it on\n"
+            "                     demand) or, in direct mode, also a path; direct mode's default:\n"
+            "                     [backend] model, else the largest that fits\n"
             "  --plan             plan mode: the model may only use read-only tools\n"
             "  -n, --max-tokens N tokens per answer at most\n"
             "  --system TEXT      system prompt\n");
@@ -667,6 +718,15 @@ int repl_main(int argc, char **argv) {
             r.plan_mode = 1;
             continue;
         }
+        if (!strcmp(a, "--direct")) {
+            r.direct_mode = 1;
+            continue;
+        }
+        if (v && (!strcmp(a, "-m") || !strcmp(a, "--model"))) {
+            r.model_name = v;
+            i++;
+            continue;
+        }
         if (v && (!strcmp(a, "-n") || !strcmp(a, "--max-tokens"))) {
             if (cli_int("repl", a, v, 1, 1 << 24, &r.max_tokens)) return 2;
             i++;
@@ -681,6 +741,7 @@ int repl_main(int argc, char **argv) {
         return 2;
     }
     int rc = 1;
+    if (direct_configured()) r.direct_mode = 1;
     client_opts o;
     if (client_opts_from_config(&o, &r.cfg, r.home, sizeof r.home) || client_new(&r.cl, &o)) {
         fprintf(stderr, "shammah: %s\n", sh_error_last());
@@ -698,6 +759,14 @@ int repl_main(int argc, char **argv) {
         fprintf(stderr, "shammah: out of memory\n");
         goto out;
     }
+    if (r.direct_mode) { /* a missing model is said before the first question */
+        char path[PATHS_MAX];
+        if (direct_pick_model("repl", r.model_name, path, sizeof path)) goto out;
+        if (direct_new(&r.dr, path)) {
+            fprintf(stderr, "shammah: %s\n", sh_error_last());
+            goto out;
+        }
+    }
     r.tty_in = isatty(0);
     r.tty_out = isatty(1);
     install_sigint();
@@ -709,7 +778,8 @@ int repl_main(int argc, char **argv) {
         using_history();
         stifle_history(REPL_HISTORY_LINES);
         read_history(r.history);
-        say(&r, DIM, "shammah %s — /help for commands, Ctrl-D to quit\n", SHAMMAH_VERSION);
+        say(&r, DIM, "shammah %s — /help for commands, Ctrl-D to quit%s\n", SHAMMAH_VERSION,
+            r.direct_mode ? " (direct mode: no daemon)" : "");
     }
     for (;;) {
         int interrupted = 0;
@@ -743,6 +813,7 @@ out:
     tools_patterns_free(&r.pats);
     client_free(r.cl);
     client_config_free(r.cfg);
+    direct_free(r.dr);
     free(r.last_question);
     free(r.last_answer);
     return rc;

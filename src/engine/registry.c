@@ -373,12 +373,12 @@ int reg_list(reg_models *out, const reg_opts *o) {
     if (st) return st;
     int start = 0;
     if ((st = scan_home(&b, home))) goto out;
-    qsort(out->v + start, (size_t)(out->n - start), sizeof *out->v, by_name);
+    if (out->n > start) qsort(out->v + start, (size_t)(out->n - start), sizeof *out->v, by_name);
     start = out->n;
     if (o && (st = scan_extra(&b, o))) goto out;
     start = out->n;
     if (ollama_dir(o, odir, sizeof odir) && (st = scan_ollama(&b, odir))) goto out;
-    qsort(out->v + start, (size_t)(out->n - start), sizeof *out->v, by_name);
+    if (out->n > start) qsort(out->v + start, (size_t)(out->n - start), sizeof *out->v, by_name);
 out:
     free(b.ids);
     if (st) reg_models_free(out);

@@ -107,6 +107,7 @@ typedef struct {
     xslot *slots[SRV_MAX_SLOTS];
     pthread_cond_t x_cv;
     char default_real[REG_PATH_MAX]; /* realpath of the default model */
+    int loopback_only; /* listening on a loopback address: Host headers must name it */
 } srv;
 
 /* What one generation runs on: the default model or a slot. */
@@ -127,6 +128,10 @@ typedef struct {
     const char *endpoint; /* metrics label */
     int status;
     char route[160]; /* x-shammah-route: "local" or "teacher:<name>" */
+    /* the request's Origin (a browser's): none, allowed (echoed back), or refused (403) */
+    enum { ORIGIN_NONE, ORIGIN_ALLOWED, ORIGIN_REFUSED } origin;
+    char origin_value[320];
+    int host_refused; /* a Host header that is not a loopback name on a loopback-only daemon */
 } req_ctx;
 
 static const char *route_label(const char *url) {
@@ -149,7 +154,8 @@ static int dialect_of(const char *url) {
 /* ---- responses ---- */
 
 /* Browsers may call the API only from pages served by this machine (a page elsewhere must not
- * drive a local daemon): the Origin is echoed back only when it is a loopback origin. */
+ * drive a local daemon) and from the origins [server] cors_origins names: the Origin is echoed
+ * back only then. */
 static int local_origin(const char *o) {
     static const char *const prefixes[] = {"http://localhost", "https://localhost", "http://127.",
                                            "https://127.", "http://[::1]", "https://[::1]"};
@@ -160,27 +166,54 @@ static int local_origin(const char *o) {
             const char *rest = o + n;
             if (prefixes[i][n - 1] == '.') /* 127.x.y.z */
                 rest += strspn(rest, "0123456789.");
-            return *rest == 0 || *rest == ':';
+            if (*rest == ':') rest += 1 + strspn(rest + 1, "0123456789");
+            return *rest == 0;
         }
     }
     return 0;
 }
 
-static void common_headers(struct MHD_Response *r, struct MHD_Connection *c, const char *route) {
-    MHD_add_response_header(r, "x-shammah-route", route && *route ? route : "local");
-    const char *origin = MHD_lookup_connection_value(c, MHD_HEADER_KIND, "Origin");
-    if (local_origin(origin)) {
-        MHD_add_response_header(r, "Access-Control-Allow-Origin", origin);
-        MHD_add_response_header(r, "Vary", "Origin");
-        MHD_add_response_header(r, "Access-Control-Allow-Methods", "GET, POST, DELETE, OPTIONS");
-        MHD_add_response_header(r, "Access-Control-Allow-Headers",
-                                "authorization, content-type, x-api-key, anthropic-version, "
-                                "anthropic-beta, x-stainless-os, x-stainless-lang, "
-                                "x-stainless-package-version, x-stainless-runtime, "
-                                "x-stainless-runtime-version, x-stainless-arch, "
-                                "x-stainless-retry-count, x-stainless-timeout, "
-                                "anthropic-dangerous-direct-browser-access");
+static int origin_allowed(const server_opts *o, const char *origin) {
+    if (local_origin(origin)) return 1;
+    for (int i = 0; i < o->n_cors_origins; i++)
+        if (!strcmp(o->cors_origins[i], "*") || !strcasecmp(o->cors_origins[i], origin)) return 1;
+    return 0;
+}
+
+/* A Host a browser sends for a loopback address: localhost (or a name under .localhost, which
+ * browsers resolve to loopback themselves), 127.x.y.z or [::1], with an optional port. Any
+ * other name reaching a loopback-only daemon comes from DNS rebinding: a page whose name was
+ * re-pointed at 127.0.0.1 to make its requests same-origin. */
+static int local_host(const char *h) {
+    size_t n = strcspn(h, ":");
+    if (h[0] == '[') {
+        const char *rb = strchr(h, ']');
+        if (!rb) return 0;
+        n = (size_t)(rb - h) + 1;
     }
+    const char *port = h + n;
+    if (*port == ':') port += 1 + strspn(port + 1, "0123456789");
+    if (*port) return 0;
+    if ((n == 9 && !strncasecmp(h, "localhost", 9)) || (n > 10 && !strncasecmp(h + n - 10, ".localhost", 10)))
+        return 1;
+    if (n == 5 && !strncmp(h, "[::1]", 5)) return 1;
+    return n > 4 && !strncmp(h, "127.", 4) && strspn(h, "0123456789.") == n;
+}
+
+static void common_headers(struct MHD_Response *r, const req_ctx *rc) {
+    MHD_add_response_header(r, "x-shammah-route", rc->route[0] ? rc->route : "local");
+    if (rc->origin != ORIGIN_ALLOWED) return;
+    MHD_add_response_header(r, "Access-Control-Allow-Origin", rc->origin_value);
+    MHD_add_response_header(r, "Vary", "Origin");
+    MHD_add_response_header(r, "Access-Control-Allow-Methods", "GET, POST, DELETE, OPTIONS");
+    MHD_add_response_header(r, "Access-Control-Allow-Headers",
+                            "authorization, content-type, x-api-key, anthropic-version, "
+                            "anthropic-beta, x-stainless-os, x-stainless-lang, "
+                            "x-stainless-package-version, x-stainless-runtime, "
+                            "x-stainless-runtime-version, x-stainless-arch, "
+                            "x-stainless-retry-count, x-stainless-timeout, "
+                            "anthropic-dangerous-direct-browser-access");
+    MHD_add_response_header(r, "Access-Control-Max-Age", "600"); /* preflights are cached */
 }
 
 static enum MHD_Result send_buf(struct MHD_Connection *c, req_ctx *rc, int status,
@@ -189,7 +222,7 @@ static enum MHD_Result send_buf(struct MHD_Connection *c, req_ctx *rc, int statu
         MHD_create_response_from_buffer(len, (void *)body, MHD_RESPMEM_MUST_COPY);
     if (!r) return MHD_NO;
     if (status != 204) MHD_add_response_header(r, "Content-Type", type);
-    common_headers(r, c, rc->route);
+    common_headers(r, rc);
     enum MHD_Result ret = MHD_queue_response(c, (unsigned)status, r);
     MHD_destroy_response(r);
     rc->status = status;
@@ -229,6 +262,18 @@ static enum MHD_Result send_errorf(struct MHD_Connection *c, req_ctx *rc, int di
     va_end(ap);
     proto_error_set(&e, kind, param, "%s", msg);
     return send_error(c, rc, dialect, &e);
+}
+
+/* 403 in the dialect's error shape (the codecs have no kind for it: only the daemon refuses a
+ * request for where it comes from). */
+static enum MHD_Result send_forbidden(struct MHD_Connection *c, req_ctx *rc, int dialect,
+                                      const char *msg) {
+    json_t *j = dialect == DIALECT_ANTHROPIC
+                    ? json_pack("{s:s,s:{s:s,s:s}}", "type", "error", "error", "type",
+                                "permission_error", "message", msg)
+                    : json_pack("{s:{s:s,s:s,s:n,s:n}}", "error", "message", msg, "type",
+                                "permission_error", "param", "code");
+    return j ? send_json(c, rc, 403, j) : MHD_NO;
 }
 
 /* ---- model state ---- */
@@ -604,7 +649,7 @@ static enum MHD_Result generate(srv *s, struct MHD_Connection *c, req_ctx *rc, i
         metrics_stream(s->met, +1);
         MHD_add_response_header(r, "Content-Type", "text/event-stream");
         MHD_add_response_header(r, "Cache-Control", "no-cache");
-        common_headers(r, c, rc->route);
+        common_headers(r, rc);
         enum MHD_Result ret = MHD_queue_response(c, MHD_HTTP_OK, r);
         MHD_destroy_response(r);
         rc->status = 200;
@@ -832,7 +877,7 @@ static enum MHD_Result teacher_answer(srv *s, struct MHD_Connection *c, req_ctx 
     metrics_stream(s->met, +1);
     MHD_add_response_header(r, "Content-Type", "text/event-stream");
     MHD_add_response_header(r, "Cache-Control", "no-cache");
-    common_headers(r, c, rc->route);
+    common_headers(r, rc);
     enum MHD_Result ret = MHD_queue_response(c, MHD_HTTP_OK, r);
     MHD_destroy_response(r);
     rc->status = 200;
@@ -1467,6 +1512,14 @@ static enum MHD_Result route_generate(srv *s, struct MHD_Connection *c, req_ctx 
     else if (!strcmp(url, "/v1/completions")) st = openai_decode_completion(body, rc->len, &req, &err);
     else if (count_only) st = anthropic_decode_count_tokens(body, rc->len, &req, &err);
     else st = anthropic_decode_messages(body, rc->len, &req, &err);
+    int max_messages = s->o.max_messages > 0 ? s->o.max_messages : 10000;
+    if (!st && req.n_messages > max_messages) {
+        int n = req.n_messages;
+        conv_request_free(&req);
+        return send_errorf(c, rc, dialect, CONV_ERR_INVALID, "messages",
+                           "the request has %d messages, more than the limit of %d "
+                           "([server] max_messages)", n, max_messages);
+    }
     enum MHD_Result ret;
     router_decision d;
     char xpath[REG_PATH_MAX];
@@ -1648,6 +1701,16 @@ static enum MHD_Result on_request(void *cls, struct MHD_Connection *c, const cha
         rc = calloc(1, sizeof *rc);
         if (!rc) return MHD_NO;
         rc->endpoint = route_label(url);
+        /* decided once, before any byte of the body is taken */
+        const char *origin = MHD_lookup_connection_value(c, MHD_HEADER_KIND, "Origin");
+        if (origin) {
+            int fits = strlen(origin) < sizeof rc->origin_value;
+            rc->origin = fits && origin_allowed(&s->o, origin) ? ORIGIN_ALLOWED : ORIGIN_REFUSED;
+            if (rc->origin == ORIGIN_ALLOWED)
+                snprintf(rc->origin_value, sizeof rc->origin_value, "%s", origin);
+        }
+        const char *host = MHD_lookup_connection_value(c, MHD_HEADER_KIND, "Host");
+        rc->host_refused = s->loopback_only && host && !local_host(host);
         *con_cls = rc;
         return MHD_YES;
     }
@@ -1673,8 +1736,16 @@ static enum MHD_Result on_request(void *cls, struct MHD_Connection *c, const cha
     }
     int dialect = dialect_of(url);
     int is_post = !strcmp(method, "POST"), is_get = !strcmp(method, "GET");
-    if (!strcmp(method, "OPTIONS")) return send_buf(c, rc, 204, "text/plain", "", 0); /* CORS */
     snprintf(rc->route, sizeof rc->route, "local");
+    /* a browser's request from a page not allowed: refused before it has any effect (a CORS
+     * "simple" POST reaches the server without a preflight; only its answer would be hidden) */
+    if (rc->origin == ORIGIN_REFUSED)
+        return send_forbidden(c, rc, dialect, "this origin is not allowed (loopback pages and "
+                                              "[server] cors_origins are)");
+    if (rc->host_refused)
+        return send_forbidden(c, rc, dialect, "the Host header does not name a loopback address, "
+                                              "and this daemon listens only on one");
+    if (!strcmp(method, "OPTIONS")) return send_buf(c, rc, 204, "text/plain", "", 0); /* CORS */
     if (strcmp(url, "/health") != 0 && !authorized(s, c))
         return send_errorf(c, rc, dialect, CONV_ERR_AUTH, NULL, "invalid or missing API key");
     if (!strcmp(url, "/v1/chat/completions") || !strcmp(url, "/v1/completions") ||
@@ -1725,19 +1796,23 @@ static int is_loopback(const struct sockaddr *sa) {
 }
 
 /* require_loopback: refuse (SH_EINVAL) unless the resolved address is a loopback one, so a
- * name that merely looks local cannot expose an unauthenticated daemon. */
-static int listen_on(const char *host, int port, int require_loopback, int *fd_out) {
+ * name that merely looks local cannot expose an unauthenticated daemon. *loopback_out: whether
+ * it is one. */
+static int listen_on(const char *host, int port, int require_loopback, int *fd_out,
+                     int *loopback_out) {
     char portstr[16];
     snprintf(portstr, sizeof portstr, "%d", port);
     struct addrinfo hints = {.ai_family = AF_UNSPEC, .ai_socktype = SOCK_STREAM, .ai_flags = AI_PASSIVE};
     struct addrinfo *ai = NULL;
     int rc = getaddrinfo(host, portstr, &hints, &ai);
     if (rc != 0) return sh_error_set(SH_EINVAL, "cannot resolve bind address '%s': %s", host, gai_strerror(rc));
-    if (require_loopback && !is_loopback(ai->ai_addr)) {
+    *loopback_out = is_loopback(ai->ai_addr);
+    if (require_loopback && !*loopback_out) {
         freeaddrinfo(ai);
         return sh_error_set(SH_EINVAL, "refusing to listen on %s without API keys: anyone who can "
-                                       "reach it could use it. Set [server] api_keys in "
-                                       "config.toml, or pass --insecure-no-auth", host);
+                                       "reach it could use it. Set [server] api_keys (or "
+                                       "api_keys_file) in config.toml, or pass --insecure-no-auth",
+                            host);
     }
     int fd = socket(ai->ai_family, SOCK_STREAM | SOCK_CLOEXEC, 0);
     int one = 1, st = SH_OK;
@@ -1761,6 +1836,30 @@ static int listen_on(const char *host, int port, int require_loopback, int *fd_o
     return st;
 }
 
+/* An adapter save killed mid-write leaves its temporary file (gguf_writer_write writes
+ * NAME.gguf.tmp.PID, then renames): never listed nor activatable (not NAME.gguf), so only
+ * space is lost; removed here once the process that wrote it is gone. */
+static void adapters_sweep(const char *home) {
+    char dir[4200];
+    snprintf(dir, sizeof dir, "%s/adapters", home);
+    DIR *d = opendir(dir);
+    if (!d) return;
+    struct dirent *e;
+    while ((e = readdir(d))) {
+        const char *t = strstr(e->d_name, ".gguf.tmp.");
+        if (!t || e->d_name[0] == '.') continue;
+        const char *digits = t + 10;
+        size_t nd = strlen(digits);
+        if (nd == 0 || nd > 9 || strspn(digits, "0123456789") != nd) continue;
+        pid_t writer = (pid_t)strtol(digits, NULL, 10);
+        if (writer <= 0 || kill(writer, 0) == 0 || errno != ESRCH) continue; /* alive, or unknown */
+        if (unlinkat(dirfd(d), e->d_name, 0) == 0)
+            fprintf(stderr, "shammah daemon: removed %s/%s, left by an interrupted adapter save\n",
+                    dir, e->d_name);
+    }
+    closedir(d);
+}
+
 int server_run(const server_opts *o) {
     srv *s = calloc(1, sizeof *s);
     if (!s) return 1;
@@ -1780,10 +1879,18 @@ int server_run(const server_opts *o) {
     pthread_sigmask(SIG_BLOCK, &sigs, NULL);
     signal(SIGPIPE, SIG_IGN);
 
-    if (listen_on(o->bind_host, o->bind_port, o->n_api_keys == 0 && !o->insecure_no_auth, &fd)) {
+    /* a file size limit (ulimit -f) must make a write fail (EFBIG, reported), not kill us */
+    signal(SIGXFSZ, SIG_IGN);
+
+    if (listen_on(o->bind_host, o->bind_port, o->n_api_keys == 0 && !o->insecure_no_auth, &fd,
+                  &s->loopback_only)) {
         fprintf(stderr, "shammah daemon: %s\n", sh_error_last());
         goto out;
     }
+    for (int i = 0; i < o->n_cors_origins; i++)
+        if (!strcmp(o->cors_origins[i], "*") && o->n_api_keys == 0)
+            fprintf(stderr, "shammah daemon: warning: [server] cors_origins = [\"*\"] without "
+                            "api_keys: any web page you visit can use this daemon\n");
     char pid_path[4096];
     snprintf(pid_path, sizeof pid_path, "%s/daemon.pid", o->home);
     pid_t other = 0;
@@ -1791,6 +1898,7 @@ int server_run(const server_opts *o) {
         fprintf(stderr, "shammah daemon: %s\n", sh_error_last());
         goto out;
     }
+    adapters_sweep(o->home); /* after the PID file: no other daemon is saving one */
     char db_path[4096];
     snprintf(db_path, sizeof db_path, "%s/shammah.db", o->home);
     if (sessions_open(&s->sess, db_path, o->max_sessions > 0 ? o->max_sessions : 100,

@@ -20,6 +20,12 @@ typedef struct {
     int64_t max_body_bytes;
     const char *const *api_keys; /* n_api_keys == 0: no authentication */
     int n_api_keys;
+    /* Browser origins allowed besides the loopback ones (exact match; "*" = any). A request
+     * carrying any other Origin is refused (403), so a web page cannot drive the daemon even
+     * with requests a browser sends without asking (CORS "simple" POSTs). */
+    const char *const *cors_origins;
+    int n_cors_origins;
+    int max_messages; /* messages in one request (400 beyond); 0 = 10000 */
     int max_sessions;         /* sessions kept (LRU beyond) */
     int session_idle_minutes; /* idle sessions expire */
     int insecure_no_auth;     /* allow a non-loopback bind without API keys */

@@ -185,7 +185,8 @@ check "SIGTERM exits 0 within 5 s" test $rc -eq 0 -a $i -le 50
 check "pid file removed" test ! -e "$SHAMMAH_HOME/daemon.pid"
 echo 99999 >"$SHAMMAH_HOME/daemon.pid"
 PORT=$(free_port)
-"$SH" daemon --bind 127.0.0.1:$PORT 2>>"$T/daemon.log" &
+# a model that cannot load: the daemon serves on, answering 503 where a model is needed
+"$SH" daemon --bind 127.0.0.1:$PORT -m "$T/absent.gguf" 2>>"$T/daemon.log" &
 DPID=$!
 i=0
 until curl -s -o /dev/null $URL/health 2>/dev/null || [ $i -gt 50 ]; do i=$((i + 1)); sleep 0.1; URL=http://127.0.0.1:$PORT; done

@@ -30,6 +30,9 @@ static void assert_defaults(const sh_config *c) {
     assert_int_equal(c->server.session_idle_minutes, 60);
     assert_int_equal(c->server.max_body_bytes, 4 << 20);
     assert_int_equal(c->server.n_api_keys, 0);
+    assert_string_equal(c->server.api_keys_file, "");
+    assert_int_equal(c->server.n_cors_origins, 0);
+    assert_int_equal(c->server.max_messages, 10000);
     assert_true(c->backend.enabled);
     assert_string_equal(c->backend.model, "");
     assert_int_equal(c->backend.threads, 0);
@@ -684,6 +687,145 @@ static void test_load(void **st) {
     assert_defaults(&c);
 }
 
+static void test_cors_and_limits(void **st) {
+    (void)st;
+    sh_config c;
+    int rc = parse(&c, "[server]\ncors_origins = [\"https://app.example.com\", \"http://10.0.0.2:8080\", "
+                       "\"*\", \"vscode-webview://abc\"]\nmax_messages = 50\n");
+    if (rc) print_message("%s\n", sh_error_last());
+    assert_int_equal(rc, SH_OK);
+    assert_int_equal(c.server.n_cors_origins, 4);
+    assert_string_equal(c.server.cors_origins[0], "https://app.example.com");
+    assert_string_equal(c.server.cors_origins[2], "*");
+    assert_int_equal(c.server.max_messages, 50);
+    config_free(&c);
+    assert_int_equal(parse(&c, "[server]\ncors_origins = []\n"), SH_OK);
+    assert_int_equal(c.server.n_cors_origins, 0);
+    config_free(&c);
+    /* what a browser never sends as Origin could never match: a typo, refused */
+    static const char *const bad[] = {"https://app.example.com/", "https://a.example/path", "app.example.com",
+                                      "", "https://", "http://a b", "https://u@host", "1http://x", "**"};
+    for (size_t i = 0; i < sizeof bad / sizeof *bad; i++) {
+        char text[256];
+        snprintf(text, sizeof text, "[server]\ncors_origins = [\"%s\"]\n", bad[i]);
+        assert_int_equal(parse(&c, text), SH_EFORMAT);
+        assert_non_null(strstr(sh_error_last(), "config.toml:2: [server] cors_origins:"));
+        assert_defaults(&c);
+    }
+    assert_int_equal(parse(&c, "[server]\ncors_origins = [1]\n"), SH_EFORMAT);
+    assert_int_equal(parse(&c, "[server]\ncors_origins = \"*\"\n"), SH_EFORMAT);
+    /* bounded */
+    char text[8192];
+    size_t n = (size_t)snprintf(text, sizeof text, "[server]\ncors_origins = [");
+    for (int i = 0; i <= CONFIG_MAX_CORS_ORIGINS; i++)
+        n += (size_t)snprintf(text + n, sizeof text - n, "\"http://h%d\",", i);
+    snprintf(text + n, sizeof text - n, "]\n");
+    assert_int_equal(parse(&c, text), SH_ERANGE);
+    assert_int_equal(parse(&c, "[server]\nmax_messages = 0\n"), SH_ERANGE);
+    assert_int_equal(parse(&c, "[server]\nmax_messages = 1000001\n"), SH_ERANGE);
+    assert_int_equal(parse(&c, "[server]\nmax_messages = 1000000\n"), SH_OK);
+    config_free(&c);
+}
+
+static void test_keys_file(void **st) {
+    (void)st;
+    sh_config c;
+    char cfg[PATH_MAX], keys[PATH_MAX], text[PATH_MAX + 64];
+    snprintf(cfg, sizeof cfg, "%s/keyed.toml", tmp_root);
+    snprintf(keys, sizeof keys, "%s/keys.txt", tmp_root);
+    /* relative to config.toml's directory; comments, blank lines, spaces and CRLF skipped */
+    write_file(cfg, "[server]\napi_keys = [\"inline\"]\napi_keys_file = \"keys.txt\"\n", 0600);
+    write_file(keys, "# the team's keys\n\n  key-one  \r\nkey-two\t\n   # indented comment\nkey-three", 0600);
+    int rc = config_load(&c, cfg);
+    if (rc) print_message("%s\n", sh_error_last());
+    assert_int_equal(rc, SH_OK);
+    assert_int_equal(c.server.n_api_keys, 4);
+    assert_string_equal(c.server.api_keys[0], "inline");
+    assert_string_equal(c.server.api_keys[1], "key-one");
+    assert_string_equal(c.server.api_keys[2], "key-two");
+    assert_string_equal(c.server.api_keys[3], "key-three");
+    assert_string_equal(c.server.api_keys_file, "keys.txt");
+    assert_int_equal(config_warning_count(&c), 0);
+    config_free(&c);
+
+    /* an absolute path; group access is a warning */
+    snprintf(text, sizeof text, "[server]\napi_keys_file = \"%s\"\n", keys);
+    write_file(cfg, text, 0600);
+    chmod(keys, 0640);
+    assert_int_equal(config_load(&c, cfg), SH_OK);
+    assert_int_equal(c.server.n_api_keys, 3);
+    assert_int_equal(config_warning_count(&c), 1);
+    assert_non_null(strstr(config_warning(&c, 0), "readable by the group"));
+    config_free(&c);
+
+    /* others may read (or write, or run) it: refused, as ssh refuses such a private key */
+    static const mode_t open_modes[] = {0604, 0602, 0601, 0644, 0666};
+    for (size_t i = 0; i < sizeof open_modes / sizeof *open_modes; i++) {
+        chmod(keys, open_modes[i]);
+        assert_int_equal(config_load(&c, cfg), SH_EINVAL);
+        assert_non_null(strstr(sh_error_last(), "are too open"));
+        assert_non_null(strstr(sh_error_last(), "chmod 600"));
+        assert_null(strstr(sh_error_last(), "key-one")); /* never the keys themselves */
+        assert_defaults(&c);
+    }
+    chmod(keys, 0600);
+
+    /* missing; a directory; no key at all */
+    write_file(cfg, "[server]\napi_keys_file = \"nope.txt\"\n", 0600);
+    assert_int_equal(config_load(&c, cfg), SH_EIO);
+    assert_non_null(strstr(sh_error_last(), "nope.txt"));
+    assert_defaults(&c);
+    snprintf(text, sizeof text, "[server]\napi_keys_file = \"%s\"\n", tmp_root);
+    write_file(cfg, text, 0600);
+    chmod(tmp_root, 0700);
+    assert_int_equal(config_load(&c, cfg), SH_EIO);
+    assert_non_null(strstr(sh_error_last(), "not a regular file"));
+    write_file(cfg, "[server]\napi_keys_file = \"keys.txt\"\n", 0600);
+    write_file(keys, "# nothing yet\n\n   \n", 0600);
+    assert_int_equal(config_load(&c, cfg), SH_EFORMAT);
+    assert_non_null(strstr(sh_error_last(), "holds no API key"));
+    assert_defaults(&c);
+
+    /* a key with a space or a control character inside; a line too long */
+    write_file(keys, "good\nbad key\n", 0600);
+    assert_int_equal(config_load(&c, cfg), SH_EFORMAT);
+    assert_non_null(strstr(sh_error_last(), "keys.txt:2: a key must be printable ASCII"));
+    write_file(keys, "bad\x01key\n", 0600);
+    assert_int_equal(config_load(&c, cfg), SH_EFORMAT);
+    static char big[CONFIG_MAX_LINE + 16];
+    memset(big, 'k', CONFIG_MAX_LINE + 1);
+    big[CONFIG_MAX_LINE + 1] = '\n';
+    write_file(keys, big, 0600);
+    assert_int_equal(config_load(&c, cfg), SH_ERANGE);
+    assert_non_null(strstr(sh_error_last(), "keys.txt:1: line longer than"));
+    big[CONFIG_MAX_LINE] = '\n'; /* exactly the limit: accepted */
+    big[CONFIG_MAX_LINE + 1] = 0;
+    write_file(keys, big, 0600);
+    assert_int_equal(config_load(&c, cfg), SH_OK);
+    assert_int_equal(strlen(c.server.api_keys[0]), CONFIG_MAX_LINE);
+    config_free(&c);
+
+    /* CONFIG_MAX_API_KEYS in all, the config's and the file's together */
+    static char many[CONFIG_MAX_API_KEYS * 16];
+    size_t n = 0;
+    for (int i = 0; i < CONFIG_MAX_API_KEYS - 1; i++)
+        n += (size_t)snprintf(many + n, sizeof many - n, "k%d\n", i);
+    write_file(keys, many, 0600);
+    write_file(cfg, "[server]\napi_keys = [\"a\"]\napi_keys_file = \"keys.txt\"\n", 0600);
+    assert_int_equal(config_load(&c, cfg), SH_OK);
+    assert_int_equal(c.server.n_api_keys, CONFIG_MAX_API_KEYS);
+    config_free(&c);
+    write_file(cfg, "[server]\napi_keys = [\"a\", \"b\"]\napi_keys_file = \"keys.txt\"\n", 0600);
+    assert_int_equal(config_load(&c, cfg), SH_ERANGE);
+    assert_non_null(strstr(sh_error_last(), "more than 64 API keys"));
+    assert_defaults(&c);
+
+    /* config_parse alone never reads the file (the fuzzer and tests parse text only) */
+    assert_int_equal(parse(&c, "[server]\napi_keys_file = \"/nonexistent\"\n"), SH_OK);
+    assert_int_equal(c.server.n_api_keys, 0);
+    config_free(&c);
+}
+
 static void test_paths(void **st) {
     (void)st;
     char home[PATHS_MAX], p[PATHS_MAX], want[PATHS_MAX];
@@ -835,6 +977,8 @@ int main(void) {
         cmocka_unit_test(test_errors),
         cmocka_unit_test(test_limits),
         cmocka_unit_test(test_load),
+        cmocka_unit_test(test_cors_and_limits),
+        cmocka_unit_test(test_keys_file),
         cmocka_unit_test(test_paths),
         cmocka_unit_test(test_split_address),
     };
