@@ -98,7 +98,8 @@ run: $(BUILD)/shammah
 # About an hour on 2 cores. Writes models/shammah-default.gguf; `make` then embeds it.
 DM := $(BUILD)/default-model
 DM_SHAPE := --arch llama --embd 256 --layers 4 --heads 4 --kv-heads 2 --ff 768 --ctx 2048 --tie
-DM_TRAIN := --epochs 30 --batch-size 16 --max-seq-len 128 --lr 3e-3 --lr-min 2e-4 --warmup 100 --seed 42
+DM_TRAIN := --epochs 8 --batch-size 16 --max-seq-len 128 --lr 3e-3 --lr-min 2e-4 --warmup 100 \
+            --weight-decay 0.1 --seed 42
 default-model: $(BUILD)/shammah
 	mkdir -p $(DM)
 	sh models/default/make_data.sh $(DM)

@@ -633,12 +633,17 @@ static enum MHD_Result generate(srv *s, struct MHD_Connection *c, req_ctx *rc, i
     }
     st = sched_submit(v->sc, &lr.p, &g->job);
     local_req_free(&lr);
-    router_count_route(s->rt, "local");
     if (st) {
         gen_free(g);
+        /* rule 4: the local model could not take it (queue full, stopping): a teacher may */
+        router_decision d;
+        if (st != SH_ERANGE && !turn && router_fallback(s->rt, req, &d) == 1)
+            return teacher_answer(s, c, rc, dialect, req, d.first, d.count);
+        router_count_route(s->rt, "local");
         return send_errorf(c, rc, dialect, st == SH_ERANGE ? CONV_ERR_INVALID : CONV_ERR_UNAVAILABLE,
                            NULL, "%s", sh_error_last());
     }
+    router_count_route(s->rt, "local");
     if (req->stream) {
         struct MHD_Response *r =
             MHD_create_response_from_callback(MHD_SIZE_UNKNOWN, 16384, stream_read, g, stream_free);
