@@ -30,8 +30,62 @@ tmp_corpus=$out/.corpus.txt.tmp
 
 # LC_ALL=C: awk works on bytes, so UTF-8 text passes through untouched and only ASCII control
 # bytes need escaping.
+# AUG: extra noisy variants of each training question (synonyms, a dropped word, a typo, case,
+# punctuation, a prefix or suffix), so the model keys on what a question is about rather than
+# on its exact wording. Deterministic (srand(42)) for a given awk.
 LC_ALL=C awk -v TRAIN="$tmp_train" -v HELD="$tmp_held" -v CORPUS="$tmp_corpus" \
-    -v MIN_Q=8 -v N_T=2 -v MAX_A=300 '
+    -v MIN_Q=8 -v N_T=2 -v MAX_A=300 -v AUG="${AUG:-3}" '
+function rnd(n) { return int(rand() * n) }
+
+# Replaces the first whole-word occurrence of `from` outside `backticks` by `to`.
+function replace_word(s, from, to,    i, pre, c0, c1, ticks, j) {
+    i = index(s, from)
+    if (!i) return s
+    pre = substr(s, 1, i - 1)
+    c0 = i > 1 ? substr(s, i - 1, 1) : " "
+    c1 = substr(s, i + length(from), 1)
+    ticks = gsub(/`/, "`", pre)
+    if (ticks % 2 || c0 !~ /[ (]/ || c1 ~ /[A-Za-z0-9_\/.-]/) return s
+    return pre to substr(s, i + length(from))
+}
+
+function plain_word(w) { return w !~ /[`\/_.\[\]=:-]/ && w !~ /^-/ }
+
+function augment(q,    s, k, n, alts, w, i, j, out, a, b) {
+    s = q
+    for (k = 1; k <= NSYN; k++)
+        if (index(s, SYN_FROM[k]) && rand() < 0.5) {
+            n = split(SYN_TO[k], alts, "|")
+            s = replace_word(s, SYN_FROM[k], alts[1 + rnd(n)])
+        }
+    n = split(s, w, " ")
+    if (n >= 4 && rand() < 0.35) { # drop one plain word
+        i = 1 + rnd(n)
+        if (plain_word(w[i])) {
+            out = ""
+            for (j = 1; j <= n; j++) if (j != i) out = out (out == "" ? "" : " ") w[j]
+            s = out
+        }
+    }
+    if (rand() < 0.2) { # swap two letters of a plain word
+        n = split(s, w, " ")
+        i = 1 + rnd(n)
+        if (plain_word(w[i]) && length(w[i]) >= 5) {
+            j = 2 + rnd(length(w[i]) - 3)
+            a = substr(w[i], j, 1); b = substr(w[i], j + 1, 1)
+            w[i] = substr(w[i], 1, j - 1) b a substr(w[i], j + 2)
+            out = ""
+            for (j = 1; j <= n; j++) out = out (j > 1 ? " " : "") w[j]
+            s = out
+        }
+    }
+    if (rand() < 0.3 && s !~ /`/) s = tolower(s)
+    if (rand() < 0.3) sub(/[?.!]+$/, "", s)
+    if (rand() < 0.3) s = PREFIX[1 + rnd(NPREFIX)] s
+    else if (rand() < 0.15) s = s SUFFIX[1 + rnd(NSUFFIX)]
+    return s
+}
+
 function err(line, msg) {
     printf "facts.txt:%d: %s\n", line, msg > "/dev/stderr"
     nerr++
@@ -85,6 +139,37 @@ function close_record(    i, j, nk, ks, key, ok) {
 }
 
 BEGIN {
+    srand(42)
+    NSYN = split("How do I|how do i|How can I|What is|what is|Is there a way to|start|stop|show|list|change|configure|the daemon|download|delete|remove|use|default|enable|disable|file|command|Where|find|want|see", SYN_FROM, "|")
+    SYN_TO[1] = "How can I;How would I;What is the way to;How to"
+    SYN_TO[2] = "how can i;how to;whats the way to"
+    SYN_TO[3] = "How do I;How could I;Can I"
+    SYN_TO[4] = "Whats;Tell me what is"
+    SYN_TO[5] = "whats;tell me what is"
+    SYN_TO[6] = "Can I;How can I;Is it possible to"
+    SYN_TO[7] = "launch;run;begin;fire up"
+    SYN_TO[8] = "kill;end;shut down;halt"
+    SYN_TO[9] = "display;print;see;get"
+    SYN_TO[10] = "show;display;see"
+    SYN_TO[11] = "set;modify;adjust;alter"
+    SYN_TO[12] = "set up;adjust;tune"
+    SYN_TO[13] = "the server;the background service;the shammah daemon"
+    SYN_TO[14] = "fetch;get;grab"
+    SYN_TO[15] = "remove;erase;get rid of"
+    SYN_TO[16] = "delete;drop;get rid of"
+    SYN_TO[17] = "utilize;employ"
+    SYN_TO[18] = "standard;usual"
+    SYN_TO[19] = "turn on;activate;switch on"
+    SYN_TO[20] = "turn off;deactivate;switch off"
+    SYN_TO[21] = "path;file on disk"
+    SYN_TO[22] = "cmd;subcommand"
+    SYN_TO[23] = "In which place;Where exactly"
+    SYN_TO[24] = "locate;look up"
+    SYN_TO[25] = "need;would like"
+    SYN_TO[26] = "check;view"
+    for (k = 1; k <= NSYN; k++) gsub(/;/, "|", SYN_TO[k])
+    NPREFIX = split("hey, |hi, |quick question: |so |ok so |um, |question: |hello, |shammah: |please, |I wonder, ", PREFIX, "|")
+    NSUFFIX = split(" please| thanks| in shammah| with shammah| ??", SUFFIX, "|")
     for (i = 1; i < 32; i++) CTRL[sprintf("%c", i)] = sprintf("\\u%04x", i)
     CTRL["\t"] = "\\t"; CTRL["\n"] = "\\n"; CTRL["\r"] = "\\r"
     CTRL["\b"] = "\\b"; CTRL["\f"] = "\\f"
@@ -164,6 +249,17 @@ END {
                 jesc(F_q[f, i]), a > TRAIN
             print F_q[f, i] > CORPUS
             pairs++
+            made = 0
+            for (tries = 0; made < AUG && tries < 4 * AUG; tries++) {
+                v = augment(F_q[f, i])
+                lv = tolower(v)
+                if (v == "" || (lv in seen_q) || (lv in held_line) || (lv in made_q)) continue
+                made_q[lv] = 1
+                made++
+                printf "{\"messages\":[{\"role\":\"user\",\"content\":\"%s\"},{\"role\":\"assistant\",\"content\":\"%s\"}]}\n", \
+                    jesc(v), a > TRAIN
+                augmented++
+            }
         }
         print F_a[f] > CORPUS
         for (i = 1; i <= N_T; i++) {
@@ -172,7 +268,7 @@ END {
         }
     }
     close(TRAIN); close(CORPUS); close(HELD)
-    printf "make_data: %d facts, %d train pairs, %d held-out questions\n", nf, pairs, held > "/dev/stderr"
+    printf "make_data: %d facts, %d train pairs (+%d augmented), %d held-out questions\n", nf, pairs, augmented, held > "/dev/stderr"
 }
 ' "$facts"
 rc=$?
