@@ -676,6 +676,13 @@ static enum MHD_Result generate(srv *s, struct MHD_Connection *c, req_ctx *rc, i
         gen_event(g, &se);
     }
     enum MHD_Result ret;
+    router_decision d;
+    if (error && !turn && router_fallback(s->rt, req, &d) == 1) {
+        /* rule 4 after the start: nothing was sent yet, so a teacher answers instead */
+        fprintf(stderr, "shammah daemon: local generation failed (%s); asking a teacher\n", errmsg);
+        gen_free(g);
+        return teacher_answer(s, c, rc, dialect, req, d.first, d.count);
+    }
     if (error)
         ret = send_errorf(c, rc, dialect, ek, NULL, "generation failed: %s", errmsg);
     else
