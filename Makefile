@@ -23,7 +23,7 @@ TEST_BIN := $(TEST_SRC:tests/unit/%.c=$(BUILD)/tests/%)
 DEB_PKGS := build-essential pkg-config libpcre2-dev libjansson-dev libcmocka-dev \
             libmicrohttpd-dev libcurl4-openssl-dev libedit-dev libsqlite3-dev curl tmux
 
-.PHONY: all test unit asan deps clean check-reference bench fixtures format run default-model
+.PHONY: all test unit asan deps clean check-reference bench fixtures format run default-model train-bench
 
 all: $(BUILD)/shammah
 
@@ -86,6 +86,10 @@ include mk/reliability.mk
 # Speed against llama.cpp (alternating runs, medians, ratios); see bench/run.sh for settings.
 bench: $(BUILD)/shammah
 	SHAMMAH=$(BUILD)/shammah sh bench/run.sh
+
+# LoRA training speed and what a training run in the daemon costs serving (docs/PERFORMANCE.md)
+train-bench: $(BUILD)/shammah
+	SHAMMAH=$(BUILD)/shammah sh bench/train_impact.sh
 
 # The daemon in the foreground, on MODEL (a path or a `shammah models` name) or else the
 # default choice (the largest model that fits in memory; the embedded one on a fresh machine).
