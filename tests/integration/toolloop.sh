@@ -1,0 +1,172 @@
+#!/bin/sh
+# The tool loop end to end with a model that really emits tool calls: the REPL in a real
+# pseudo-terminal (tmux) runs tests/fixtures/models/toolcall.gguf (trained by
+# tests/fixtures/models/make_toolcall.sh on the REPL's own tools prompt). Asked "run the tool
+# test", the model calls bash `touch toolloop.ran`; after the tool result it answers
+# "The command ran: toolloop ok.", after a denial "The command was denied; nothing ran.".
+# Checked: direct mode (engine in the REPL) approve once and deny; the daemon (tool-call
+# parsing on the server, the client's loop over HTTP) approve once and deny.
+# Run from the repository root with BUILD set (tests/run.sh does).
+set -u
+BUILD=${BUILD:-build}
+SH=$(cd "$(dirname "$BUILD/shammah")" && pwd)/shammah
+MODEL=${TOOLLOOP_MODEL:-tests/fixtures/models/toolcall.gguf}
+MODEL=$(cd "$(dirname "$MODEL")" && pwd)/$(basename "$MODEL")
+T=$(mktemp -d)
+export SHAMMAH_HOME="$T/home"
+mkdir -p "$SHAMMAH_HOME" "$T/work"
+unset SHAMMAH_MODEL
+pass=0
+fail=0
+TMUX_SOCK="$T/tmux.sock"
+DPID=""
+cleanup() {
+    command -v tmux >/dev/null 2>&1 && tmux -S "$TMUX_SOCK" kill-server 2>/dev/null
+    if [ -n "$DPID" ]; then
+        kill "$DPID" 2>/dev/null
+        wait "$DPID" 2>/dev/null
+    fi
+    rm -rf "$T"
+}
+trap cleanup EXIT
+trap 'exit 1' INT TERM
+ok() { pass=$((pass + 1)); }
+bad() { fail=$((fail + 1)); echo "FAIL: $*"; }
+check() { # name, condition command...
+    n=$1
+    shift
+    if "$@"; then ok; else bad "$n"; fi
+}
+# a step the rest depends on: stop at its failure (the later waits would only time out)
+must() {
+    n=$1
+    shift
+    if "$@"; then
+        ok
+        return 0
+    fi
+    bad "$n"
+    echo "toolloop: $pass passed, $fail failed (stopped at the first broken step)"
+    exit 1
+}
+free_port() {
+    node -e "const s=require('net').createServer();s.listen(0,'127.0.0.1',()=>{console.log(s.address().port);s.close()})"
+}
+
+if ! command -v tmux >/dev/null 2>&1; then
+    echo "NOTE: tmux not installed: the tool loop tests need a pseudo-terminal"
+    echo "toolloop: 0 passed, 1 failed"
+    exit 1
+fi
+[ -f "$MODEL" ] || { echo "FAIL: no fixture model $MODEL"; exit 1; }
+
+PORT=$(free_port)
+# auto_spawn off: the direct-mode part must not start a daemon, the daemon part uses ours
+cat >"$SHAMMAH_HOME/config.toml" <<EOF
+[client]
+daemon_address = "127.0.0.1:$PORT"
+auto_spawn = false
+timeout_seconds = 30
+[backend]
+ctx = 4096
+threads = 2
+EOF
+
+tm() { tmux -S "$TMUX_SOCK" "$@"; }
+pane() { tm capture-pane -p -J -t repl -S -300 2>/dev/null; }
+# waits are bounded in wall-clock time (a loaded machine makes each poll slower)
+wait_for() { # regex, tenths of seconds
+    end=$(($(date +%s) + ($2 + 9) / 10))
+    while :; do
+        pane | grep -Eq -- "$1" && return 0
+        [ "$(date +%s)" -ge "$end" ] && break
+        sleep 0.1
+    done
+    echo "--- pane (waiting for: $1):"
+    pane | grep -v '^ *$' | tail -15
+    return 1
+}
+count() { pane | grep -Ec -- "$1"; }
+wait_count() { # regex, count, tenths of seconds: the regex on at least count lines
+    end=$(($(date +%s) + ($3 + 9) / 10))
+    while :; do
+        [ "$(count "$1")" -ge "$2" ] && return 0
+        [ "$(date +%s)" -ge "$end" ] && break
+        sleep 0.1
+    done
+    echo "--- pane (waiting for $2 x: $1):"
+    pane | grep -v '^ *$' | tail -15
+    return 1
+}
+start_repl() { # shammah arguments
+    tm new-session -d -s repl -x 160 -y 50 -c "$T/work" "env SHAMMAH_HOME='$SHAMMAH_HOME' '$SH' $*"
+}
+quit_repl() {
+    tm send-keys -t repl '/quit' Enter
+    i=0
+    while tm has-session -t repl 2>/dev/null && [ $i -lt 50 ]; do sleep 0.1; i=$((i + 1)); done
+    tm kill-session -t repl 2>/dev/null
+}
+MARK="$T/work/toolloop.ran"
+CALL='● bash touch toolloop\.ran'
+ASK='allow\? \[y\]es once'
+RAN='^The command ran: toolloop ok\.'
+DENIED='^The command was denied; nothing ran\.'
+
+# ---- direct mode: approve once, then deny ----
+start_repl "--direct -m '$MODEL'"
+must "direct: prompt" wait_for '^> *$' 100
+tm send-keys -t repl 'run the tool test' Enter
+must "direct: the model's tool call is shown" wait_for "$CALL" 200
+must "direct: approval prompt" wait_for "$ASK" 50
+check "direct: nothing ran before the approval" test ! -e "$MARK"
+tm send-keys -t repl 'y' Enter
+check "direct: the result is shown" wait_for '│ \[exit code 0\]' 100
+must "direct: the model answers after the tool result" wait_for "$RAN" 200
+check "direct: the approved command ran" test -e "$MARK"
+check "direct: prompt after the answer" wait_for '^> *$' 50
+rm -f "$MARK"
+tm send-keys -t repl '/clear' Enter
+check "direct: /clear" wait_for '^\(new conversation\)' 50
+tm send-keys -t repl 'run the tool test' Enter
+check "direct: second tool call" wait_count "$CALL" 2 200
+must "direct: second approval prompt" wait_count "$ASK" 2 50
+tm send-keys -t repl 'n' Enter
+check "direct: the denial is reported" wait_for 'denied: denied by the user' 50
+check "direct: the model answers after the denial" wait_for "$DENIED" 200
+check "direct: the denied command did not run" test ! -e "$MARK"
+check "direct: no daemon was started" test ! -e "$SHAMMAH_HOME/daemon.pid"
+quit_repl
+
+# ---- through the daemon: approve once, then deny ----
+"$SH" daemon --bind "127.0.0.1:$PORT" -m "$MODEL" -t 2 --ctx 4096 2>"$T/daemon.log" &
+DPID=$!
+end=$(($(date +%s) + 15))
+until curl -s -o /dev/null -w '%{http_code}' "http://127.0.0.1:$PORT/health" 2>/dev/null | grep -q 200; do
+    if [ "$(date +%s)" -ge "$end" ] || ! kill -0 "$DPID" 2>/dev/null; then
+        echo "daemon did not become healthy"; cat "$T/daemon.log"; exit 1
+    fi
+    sleep 0.1
+done
+start_repl ""
+must "daemon: prompt" wait_for '^> *$' 100
+tm send-keys -t repl 'run the tool test' Enter
+must "daemon: the model's tool call is shown" wait_for "$CALL" 200
+must "daemon: approval prompt" wait_for "$ASK" 50
+check "daemon: nothing ran before the approval" test ! -e "$MARK"
+tm send-keys -t repl 'y' Enter
+must "daemon: the model answers after the tool result" wait_for "$RAN" 200
+check "daemon: the approved command ran" test -e "$MARK"
+check "daemon: prompt after the answer" wait_for '^> *$' 50
+rm -f "$MARK"
+tm send-keys -t repl '/clear' Enter
+check "daemon: /clear" wait_for '^\(new conversation\)' 50
+tm send-keys -t repl 'run the tool test' Enter
+must "daemon: second approval prompt" wait_count "$ASK" 2 200
+tm send-keys -t repl 'n' Enter
+check "daemon: the model answers after the denial" wait_for "$DENIED" 200
+check "daemon: the denied command did not run" test ! -e "$MARK"
+quit_repl
+
+echo "toolloop: $pass passed, $fail failed"
+[ "$fail" -eq 0 ]
