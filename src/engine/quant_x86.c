@@ -12,12 +12,14 @@
  *     the activation side is prepared once per call and each row costs only its own bytes.
  *   - few tokens: tiles of RM rows x RN tokens with RM*RN accumulators; rows outer so the
  *     rows stay in L1 while every token passes (256-bit integer template, both levels).
- *   - prompts (avx512, Q8_0/Q4_0/Q4_K): 16 weight rows repacked per vector lane, token
- *     activations broadcast; no horizontal sums, ~4x fewer instructions per product.
+ *   - prompts (avx512, Q8_0/Q4_0/Q4_K/Q5_K/Q6_K): 16 weight rows repacked per vector lane,
+ *     token activations broadcast; no horizontal sums, ~4x fewer instructions per product.
+ *     Not Q5_0: per row its sum is one scalar chain, not llama.cpp's 8-lane order (below).
  * Integer parts are exact (the portable code's integers). Float sums are reordered in the
- * decode/tile kernels; the K-quant kernels and the 16-row kernels keep the portable
- * code's per-row float order, and the attention helpers are bit-identical at every level
- * (tiny models turned last-bit differences into percent-level logit changes).
+ * Q8_0/Q4_0 decode kernels (Q5_0's keeps the template's order); the K-quant kernels and
+ * the 16-row kernels keep the portable code's per-row float order, and the attention
+ * helpers are bit-identical at every level (tiny models turned last-bit differences into
+ * percent-level logit changes).
  *
  * The tile kernels are the same code at both levels except for the 8-bit dot itself, so
  * that part of this file is a template: it includes itself once per level (QX_TEMPLATE)
@@ -780,6 +782,69 @@ static void mm_dec_q4_0_512(const void *w, size_t rb, int64_t n, int64_t r0, int
     q32_dec_512(QT_Q4_0, w, rb, n, r0, r1, act, y);
 }
 
+/* ---- Q5_0 decode with 512-bit vectors: two blocks a step ---- */
+/* Lanes are [block 0 elements 0-15 | 16-31 | block 1 elements 0-15 | 16-31]: each 16-byte
+ * qs is broadcast to two 128-bit lanes and shifted by 0 or 4, so the activations keep their
+ * order and the two qh words, side by side in a 64-bit mask, give bit 4 of every byte in
+ * one masked add. Weights unsigned (value + 16); the accumulator starts at -16 * the
+ * activation sums, prepared once per call (rows up to 2 * DEC_PAIRS blocks, longer ones use
+ * the template). The integers are 512 bits wide but the float sum is the 256-bit
+ * template's, to the bit: 8 lanes, one fmadd per block in block order, then hsum256. That
+ * is also llama.cpp's order for Q5_0 x Q8_0 on x86, and Qwen2.5-0.5B's Q4_K_M files are
+ * mostly Q5_0: a 16-lane sum (two chains) was ~1.5x faster here but moved the greedy tokens
+ * of a random-weight model away from llama.cpp's after 16 steps, for ~6 % end to end. */
+AI __m512i q50_load2_512(const uint8_t *p, size_t wbs, int two) {
+    const __m512i m4 = _mm512_set1_epi8(0x0f);
+    /* int16 shift counts: 0 for the low-nibble lanes 0 and 2, 4 for lanes 1 and 3 */
+    const __m512i sh = _mm512_setr_epi64(0, 0, 0x0004000400040004ll, 0x0004000400040004ll, 0, 0,
+                                         0x0004000400040004ll, 0x0004000400040004ll);
+    __m256i x0 = _mm256_broadcastsi128_si256(_mm_loadu_si128((const __m128i *)(p + 6)));
+    __m256i x1 = two ? _mm256_broadcastsi128_si256(_mm_loadu_si128((const __m128i *)(p + wbs + 6)))
+                     : _mm256_setzero_si256();
+    __m512i q = _mm512_and_si512(
+        _mm512_srlv_epi16(_mm512_inserti64x4(_mm512_castsi256_si512(x0), x1, 1), sh), m4);
+    uint32_t h0, h1 = 0;
+    memcpy(&h0, p + 2, 4);
+    if (two) memcpy(&h1, p + wbs + 2, 4);
+    __mmask64 hb = _cvtu64_mask64((uint64_t)h0 | (uint64_t)h1 << 32);
+    return _mm512_mask_add_epi8(q, hb, q, _mm512_set1_epi8(0x10));
+}
+
+static void q50_dec_512(const uint8_t *w, size_t rb, int64_t n, int64_t r0, int64_t r1,
+                        const uint8_t *act, float *y) {
+    const size_t wbs = sizeof(blk_q5_0), abs_ = sizeof(blk_q8_0);
+    const __m512i k16 = _mm512_set1_epi8(16);
+    __m512i av[DEC_PAIRS], cv[DEC_PAIRS];
+    __m512 dav[DEC_PAIRS];
+    const int64_t nb = n / QK8_0, np = (nb + 1) / 2;
+    for (int64_t j = 0; j < np; j++) {
+        int two = 2 * j + 1 < nb;
+        const uint8_t *q = act + 2 * j * abs_;
+        dav[j] = scale2_512(q, abs_, two);
+        av[j] = load2_512(q + 2, abs_, two);
+        cv[j] = _mm512_sub_epi32(_mm512_setzero_si512(),
+                                 _mm512_dpbusd_epi32(_mm512_setzero_si512(), k16, av[j]));
+    }
+    for (int64_t r = r0; r < r1; r++) {
+        const uint8_t *p = w + (size_t)r * rb;
+        __m256 acc = _mm256_setzero_ps();
+        int64_t j = 0;
+        for (; j < nb / 2; j++, p += 2 * wbs) {
+            __m512i pr = _mm512_dpbusd_epi32(cv[j], q50_load2_512(p, wbs, 1), av[j]);
+            __m512 f = _mm512_cvtepi32_ps(pr), s = _mm512_mul_ps(scale2_512(p, wbs, 1), dav[j]);
+            acc = _mm256_fmadd_ps(_mm512_castps512_ps256(f), _mm512_castps512_ps256(s), acc);
+            acc = _mm256_fmadd_ps(_mm512_extractf32x8_ps(f, 1), _mm512_extractf32x8_ps(s, 1), acc);
+        }
+        if (j < np) {
+            __m512i pr = _mm512_dpbusd_epi32(cv[j], q50_load2_512(p, wbs, 0), av[j]);
+            acc = _mm256_fmadd_ps(
+                _mm512_castps512_ps256(_mm512_cvtepi32_ps(pr)),
+                _mm512_castps512_ps256(_mm512_mul_ps(scale2_512(p, wbs, 0), dav[j])), acc);
+        }
+        y[r] = hsum256(acc);
+    }
+}
+
 QX_SET(q8_0_tile_512, q8_0_512_pp, 4, 4)
 QX_SET(q4_0_tile_512, q4_0_512_pp, 4, 4)
 
@@ -1009,11 +1074,22 @@ static void mm_q4_0_512(const void *w, size_t rb, int64_t n, int64_t r0, int64_t
         run_tiles(&q4_0_512_pp_set, w, rb, n, r0, r1, act, as, nt, y, ys);
 }
 
-/* ---- Q4_K decode with 512-bit vectors ---- */
+static void mm_q5_0_512(const void *w, size_t rb, int64_t n, int64_t r0, int64_t r1,
+                        const void *act, size_t as, int32_t nt, float *y, int64_t ys) {
+    if (nt == 1 && n <= 2 * DEC_PAIRS * QK8_0)
+        q50_dec_512(w, rb, n, r0, r1, act, y);
+    else if (nt == 1)
+        run_tiles(&q5_0_dec_avx512_set, w, rb, n, r0, r1, act, as, nt, y, ys);
+    else /* no 16-row prompt kernel: its per-row float order would leave llama.cpp's */
+        run_tiles(&q5_0_pp_avx512_set, w, rb, n, r0, r1, act, as, nt, y, ys);
+}
+
+/* ---- Q4_K / Q5_K decode with 512-bit vectors ---- */
 /* One row at a time (one stream). The activations are rearranged once per call so that a
  * 64-byte load of quants lines up: quants 64 bytes = chunks c, c+1, whose low nibbles are
- * sub-blocks 2c, 2c+2 and high nibbles 2c+1, 2c+3. Float order per block as the portable
- * code (see the 256-bit template). */
+ * sub-blocks 2c, 2c+2 and high nibbles 2c+1, 2c+3. Q5_K's fifth bits: the 32 qh bytes
+ * broadcast to both 256-bit halves, each half shifted so that its chunk's bit lands on
+ * bit 4. Float order per block as the portable code (see the 256-bit template). */
 #define Q4K_DEC_BLOCKS 32
 
 AI __m128i q4k_scales_sse(const uint8_t *sc12) {
@@ -1032,8 +1108,32 @@ AI __m128i q4k_scales_sse(const uint8_t *sc12) {
     return _mm_or_si128(lo, hi);
 }
 
-AI void q4k_dec_512(const uint8_t *w, size_t rb, int64_t n, int64_t r0, int64_t r1,
-                    const uint8_t *act, float *y) {
+/* shift counts (int16, per 256-bit half) bringing bit 2c (+1 for the high nibbles) of qh to
+ * bit 4 for vector k of q4k_dec_512 (chunks c = 2(k/2), 2(k/2) + 1): left for k < 2, right
+ * for k >= 2 */
+#define Q5K_SH(a, b)                                                                               \
+    _mm512_setr_epi64(0x0001000100010001ll * (a), 0x0001000100010001ll * (a),                      \
+                      0x0001000100010001ll * (a), 0x0001000100010001ll * (a),                      \
+                      0x0001000100010001ll * (b), 0x0001000100010001ll * (b),                      \
+                      0x0001000100010001ll * (b), 0x0001000100010001ll * (b))
+
+AI __m512i q5k_high_512(__m512i H, int k) {
+    const __m512i b4 = _mm512_set1_epi8(0x10);
+    switch (k) {
+    case 0:
+        return _mm512_and_si512(_mm512_sllv_epi16(H, Q5K_SH(4, 2)), b4);
+    case 1:
+        return _mm512_and_si512(_mm512_sllv_epi16(H, Q5K_SH(3, 1)), b4);
+    case 2:
+        return _mm512_and_si512(_mm512_srlv_epi16(H, Q5K_SH(0, 2)), b4);
+    default:
+        return _mm512_and_si512(_mm512_srlv_epi16(H, Q5K_SH(1, 3)), b4);
+    }
+}
+#undef Q5K_SH
+
+AI void qk45_dec_512(int five, const uint8_t *w, size_t rb, int64_t n, int64_t r0, int64_t r1,
+                     const uint8_t *act, float *y) {
     const __m512i m4 = _mm512_set1_epi8(0x0f);
     /* int16 splat of scale byte j in 128-bit lanes 0-1, byte k in lanes 2-3 */
 #define Q4K_SPL(j, k)                                                                              \
@@ -1066,16 +1166,27 @@ AI void q4k_dec_512(const uint8_t *w, size_t rb, int64_t n, int64_t r0, int64_t 
             bs2[j] = _mm_packs_epi32(_mm256_castsi256_si128(pr), _mm256_extracti128_si256(pr, 1));
             da[j] = a->d;
         }
+        const size_t bs = five ? sizeof(blk_q5_k) : sizeof(blk_q4_k);
+        const size_t qs_off = five ? offsetof(blk_q5_k, qs) : offsetof(blk_q4_k, qs);
         for (int64_t r = r0; r < r1; r++) {
-            const blk_q4_k *x = (const blk_q4_k *)(w + (size_t)r * rb) + b0;
-            float sum = 0.0f;
-            for (int64_t j = 0; j < nbc; j++, x++) {
+            const uint8_t *xb = w + (size_t)r * rb + (size_t)b0 * bs;
+            float sum = b0 == 0 ? 0.0f : y[r]; /* one running sum, as the portable code */
+            for (int64_t j = 0; j < nbc; j++, xb += bs) {
+                /* Q4_K and Q5_K share d, dmin and the scales at the same offsets */
+                const blk_q4_k *x = (const blk_q4_k *)xb;
                 __m128i u = q4k_scales_sse(x->scales);
                 __m512i U = _mm512_broadcast_i32x4(u);
-                __m512i x0 = _mm512_loadu_si512(x->qs), x1 = _mm512_loadu_si512(x->qs + 64);
+                __m512i x0 = _mm512_loadu_si512(xb + qs_off),
+                        x1 = _mm512_loadu_si512(xb + qs_off + 64);
                 __m512i q[4] = {
                     _mm512_and_si512(x0, m4), _mm512_and_si512(_mm512_srli_epi16(x0, 4), m4),
                     _mm512_and_si512(x1, m4), _mm512_and_si512(_mm512_srli_epi16(x1, 4), m4)};
+                if (five) {
+                    __m512i H = _mm512_broadcast_i64x4(
+                        _mm256_loadu_si256((const __m256i *)((const blk_q5_k *)xb)->qh));
+#pragma GCC unroll 4
+                    for (int k = 0; k < 4; k++) q[k] = _mm512_or_si512(q[k], q5k_high_512(H, k));
+                }
                 __m512i is = _mm512_setzero_si512();
 #pragma GCC unroll 16
                 for (int k = 0; k < 4; k++)
@@ -1088,12 +1199,12 @@ AI void q4k_dec_512(const uint8_t *w, size_t rb, int64_t n, int64_t r0, int64_t 
                 sum += _cvtsh_ss(x->d) * da[j] * (float)isum;
                 sum -= _cvtsh_ss(x->dmin) * da[j] * (float)msum;
             }
-            y[r] = b0 == 0 ? sum : y[r] + sum;
+            y[r] = sum;
         }
     }
 }
 
-/* ---- Q4_K prompt kernel: 16 weight rows per vector (as the Q8_0/Q4_0 one) ---- */
+/* ---- Q4_K / Q5_K prompt kernel: 16 weight rows per vector (as the Q8_0/Q4_0 one) ---- */
 /* Per lane (row) and block: isum = sum_j sc_j * (q_j . a_j), msum = sum_j m_j * bsum2_j,
  * exact; then the portable code's float steps, so results equal the generic level's. */
 
@@ -1120,9 +1231,11 @@ AI void tr8x8_halves(const __m512i z[8], __m512i out[8]) {
     }
 }
 
-static void pk4k_repack(pk4k_buf *pk, const uint8_t *w, size_t rb, int rows, int64_t b0,
-                        int64_t nbc) {
-    const __m512i m4 = _mm512_set1_epi8(0x0f);
+AI void pk45k_repack(int five, pk4k_buf *pk, const uint8_t *w, size_t rb, int rows, int64_t b0,
+                     int64_t nbc) {
+    const __m512i m4 = _mm512_set1_epi8(0x0f), b4 = _mm512_set1_epi8(0x10);
+    const size_t bs = five ? sizeof(blk_q5_k) : sizeof(blk_q4_k);
+    const size_t qs_off = five ? offsetof(blk_q5_k, qs) : offsetof(blk_q4_k, qs);
     for (int64_t b = 0; b < nbc; b++) {
         int32_t sc[8][16], mn[8][16];
         float d[16], dm[16];
@@ -1132,7 +1245,7 @@ static void pk4k_repack(pk4k_buf *pk, const uint8_t *w, size_t rb, int rows, int
                 d[r] = dm[r] = 0.0f;
                 continue;
             }
-            const blk_q4_k *x = (const blk_q4_k *)(w + (size_t)r * rb) + b0 + b;
+            const blk_q4_k *x = (const blk_q4_k *)(w + (size_t)r * rb + (size_t)(b0 + b) * bs);
             uint8_t u[16];
             _mm_storeu_si128((__m128i *)u, q4k_scales_sse(x->scales));
             for (int j = 0; j < 8; j++) {
@@ -1153,15 +1266,27 @@ static void pk4k_repack(pk4k_buf *pk, const uint8_t *w, size_t rb, int rows, int
             __m512i lo[8], hi[8];
             for (int k = 0; k < 8; k++) {
                 /* rows beyond the chunk read row 0 again: their scales are 0 */
-                const blk_q4_k *x0 =
-                    (const blk_q4_k *)(w + (size_t)(k < rows ? k : 0) * rb) + b0 + b;
-                const blk_q4_k *x1 =
-                    (const blk_q4_k *)(w + (size_t)(k + 8 < rows ? k + 8 : 0) * rb) + b0 + b;
+                const uint8_t *x0 = w + (size_t)(k < rows ? k : 0) * rb + (size_t)(b0 + b) * bs;
+                const uint8_t *x1 =
+                    w + (size_t)(k + 8 < rows ? k + 8 : 0) * rb + (size_t)(b0 + b) * bs;
                 __m512i v = _mm512_inserti64x4(
-                    _mm512_castsi256_si512(_mm256_loadu_si256((const __m256i *)(x0->qs + 32 * c))),
-                    _mm256_loadu_si256((const __m256i *)(x1->qs + 32 * c)), 1);
+                    _mm512_castsi256_si512(
+                        _mm256_loadu_si256((const __m256i *)(x0 + qs_off + 32 * c))),
+                    _mm256_loadu_si256((const __m256i *)(x1 + qs_off + 32 * c)), 1);
                 lo[k] = _mm512_and_si512(v, m4);
                 hi[k] = _mm512_and_si512(_mm512_srli_epi16(v, 4), m4);
+                if (five) { /* bit 2c (2c + 1) of qh[l] to bit 4 of lo (hi) byte l */
+                    const size_t qh_off = offsetof(blk_q5_k, qh);
+                    __m512i h = _mm512_inserti64x4(
+                        _mm512_castsi256_si512(_mm256_loadu_si256((const __m256i *)(x0 + qh_off))),
+                        _mm256_loadu_si256((const __m256i *)(x1 + qh_off)), 1);
+                    __m512i hl = 2 * c <= 4 ? _mm512_slli_epi16(h, 4 - 2 * c)
+                                            : _mm512_srli_epi16(h, 2 * c - 4);
+                    __m512i hh = 2 * c + 1 <= 4 ? _mm512_slli_epi16(h, 3 - 2 * c)
+                                                : _mm512_srli_epi16(h, 2 * c - 3);
+                    lo[k] = _mm512_or_si512(lo[k], _mm512_and_si512(hl, b4));
+                    hi[k] = _mm512_or_si512(hi[k], _mm512_and_si512(hh, b4));
+                }
             }
             tr8x8_halves(lo, pk->q[b][2 * c]);
             tr8x8_halves(hi, pk->q[b][2 * c + 1]);
@@ -1172,8 +1297,11 @@ static void pk4k_repack(pk4k_buf *pk, const uint8_t *w, size_t rb, int rows, int
 AI void pk4k_tokens(int RT, const pk4k_buf *pk, int t0, const uint8_t *act, size_t as, int64_t b0,
                     int64_t nbc, int rows, int first, float *y, int64_t ys) {
     __m512 sum[4];
+    __mmask16 m = rows >= 16 ? (__mmask16)0xffff : (__mmask16)((1u << rows) - 1);
+    /* one running sum per row across the passes over k, as the portable code */
 #pragma GCC unroll 16
-    for (int t = 0; t < RT; t++) sum[t] = _mm512_setzero_ps();
+    for (int t = 0; t < RT; t++)
+        sum[t] = first ? _mm512_setzero_ps() : _mm512_maskz_loadu_ps(m, y + (t0 + t) * ys);
     for (int64_t b = 0; b < nbc; b++) {
         __m512i is[4], ms[4];
         const int8_t *q[4];
@@ -1219,17 +1347,12 @@ AI void pk4k_tokens(int RT, const pk4k_buf *pk, int t0, const uint8_t *act, size
                                    _mm512_mul_ps(_mm512_mul_ps(dm, da), _mm512_cvtepi32_ps(ms[t])));
         }
     }
-    __mmask16 m = rows >= 16 ? (__mmask16)0xffff : (__mmask16)((1u << rows) - 1);
 #pragma GCC unroll 16
-    for (int t = 0; t < RT; t++) {
-        float *yt = y + (t0 + t) * ys;
-        __m512 v = first ? sum[t] : _mm512_add_ps(_mm512_maskz_loadu_ps(m, yt), sum[t]);
-        _mm512_mask_storeu_ps(yt, m, v);
-    }
+    for (int t = 0; t < RT; t++) _mm512_mask_storeu_ps(y + (t0 + t) * ys, m, sum[t]);
 }
 
-static void q4k_pk_512(const uint8_t *w, size_t rb, int64_t n, int64_t r0, int64_t r1,
-                       const uint8_t *act, size_t as, int32_t nt, float *y, int64_t ys) {
+AI void qk45_pk_512(int five, const uint8_t *w, size_t rb, int64_t n, int64_t r0, int64_t r1,
+                    const uint8_t *act, size_t as, int32_t nt, float *y, int64_t ys) {
     pk4k_buf *pk = &pk_tls.q4k;
     const int64_t nb = n / QK_K;
     for (int64_t b0 = 0; b0 < nb; b0 += PK4K_BLOCKS) {
@@ -1250,7 +1373,7 @@ static void q4k_pk_512(const uint8_t *w, size_t rb, int64_t n, int64_t r0, int64
                 }
             for (int64_t r = r0; r < r1; r += 16) {
                 int rows = r1 - r < 16 ? (int)(r1 - r) : 16;
-                pk4k_repack(pk, w + (size_t)r * rb, rb, rows, b0, nbc);
+                pk45k_repack(five, pk, w + (size_t)r * rb, rb, rows, b0, nbc);
                 float *yr = y + tg * ys + r;
                 int t = 0;
                 for (; t + 4 <= ntg; t += 4)
@@ -1324,8 +1447,11 @@ static void pk6k_repack(pk6k_buf *pk, const uint8_t *w, size_t rb, int rows, int
 AI void pk6k_tokens(int RT, const pk6k_buf *pk, int t0, const uint8_t *act, size_t as, int64_t b0,
                     int64_t nbc, int rows, int first, float *y, int64_t ys) {
     __m512 sum[4];
+    __mmask16 m = rows >= 16 ? (__mmask16)0xffff : (__mmask16)((1u << rows) - 1);
+    /* one running sum per row across the passes over k, as the portable code */
 #pragma GCC unroll 16
-    for (int t = 0; t < RT; t++) sum[t] = _mm512_setzero_ps();
+    for (int t = 0; t < RT; t++)
+        sum[t] = first ? _mm512_setzero_ps() : _mm512_maskz_loadu_ps(m, y + (t0 + t) * ys);
     for (int64_t b = 0; b < nbc; b++) {
         __m512i is[4], cs[4];
         const int8_t *q[4];
@@ -1373,13 +1499,8 @@ AI void pk6k_tokens(int RT, const pk6k_buf *pk, int t0, const uint8_t *act, size
                 _mm512_add_ps(sum[t], _mm512_mul_ps(_mm512_mul_ps(d, da), _mm512_cvtepi32_ps(it)));
         }
     }
-    __mmask16 m = rows >= 16 ? (__mmask16)0xffff : (__mmask16)((1u << rows) - 1);
 #pragma GCC unroll 16
-    for (int t = 0; t < RT; t++) {
-        float *yt = y + (t0 + t) * ys;
-        __m512 v = first ? sum[t] : _mm512_add_ps(_mm512_maskz_loadu_ps(m, yt), sum[t]);
-        _mm512_mask_storeu_ps(yt, m, v);
-    }
+    for (int t = 0; t < RT; t++) _mm512_mask_storeu_ps(y + (t0 + t) * ys, m, sum[t]);
 }
 
 static void q6k_pk_512(const uint8_t *w, size_t rb, int64_t n, int64_t r0, int64_t r1,
@@ -1427,9 +1548,86 @@ static void q6k_pk_512(const uint8_t *w, size_t rb, int64_t n, int64_t r0, int64
     }
 }
 
+/* ---- Q6_K decode with 512-bit vectors ---- */
+/* One row at a time (one stream). Per 128-element half, the 64 ql bytes hold elements 0-63
+ * in their low nibbles and 64-127 in their high ones; the 32 qh bytes, broadcast to both
+ * 256-bit halves and shifted by a different count in each, give bits 4-5. So the
+ * activations are used in their own order, every 128-bit lane is one 16-element sub-block
+ * and its scale is a lane-wide int16 splat (the signed byte shuffled into the high byte of
+ * each int16, then shifted down arithmetically). q unsigned (0..63) with the -32 folded in
+ * through the bsums, as the template; per block the integer sum is exact and the float
+ * steps are the portable code's. */
+static void q6k_dec_512(const uint8_t *w, size_t rb, int64_t n, int64_t r0, int64_t r1,
+                        const uint8_t *act, float *y) {
+    const __m512i m4 = _mm512_set1_epi8(0x0f), m30 = _mm512_set1_epi8(0x30);
+    const long long c4 = 0x0004000400040004ll, c2 = 0x0002000200020002ll;
+    /* elements 0-31 take qh bits 0-1 (<< 4), 32-63 bits 2-3 (<< 2); 64-95 bits 4-5 (as they
+     * are), 96-127 bits 6-7 (>> 2) */
+    const __m512i shl = _mm512_setr_epi64(c4, c4, c4, c4, c2, c2, c2, c2);
+    const __m512i shr = _mm512_setr_epi64(0, 0, 0, 0, c2, c2, c2, c2);
+    /* group g (128-bit lanes = sub-blocks 4g..4g+3): byte 4g + lane into each int16's high
+     * byte, 0 into the low byte */
+#define Q6K_SPL(g)                                                                                 \
+    _mm512_setr_epi32((4 * (g)) << 24 | 0x80 << 16 | (4 * (g)) << 8 | 0x80,                        \
+                      (4 * (g)) << 24 | 0x80 << 16 | (4 * (g)) << 8 | 0x80,                        \
+                      (4 * (g)) << 24 | 0x80 << 16 | (4 * (g)) << 8 | 0x80,                        \
+                      (4 * (g)) << 24 | 0x80 << 16 | (4 * (g)) << 8 | 0x80,                        \
+                      (4 * (g) + 1) << 24 | 0x80 << 16 | (4 * (g) + 1) << 8 | 0x80,                \
+                      (4 * (g) + 1) << 24 | 0x80 << 16 | (4 * (g) + 1) << 8 | 0x80,                \
+                      (4 * (g) + 1) << 24 | 0x80 << 16 | (4 * (g) + 1) << 8 | 0x80,                \
+                      (4 * (g) + 1) << 24 | 0x80 << 16 | (4 * (g) + 1) << 8 | 0x80,                \
+                      (4 * (g) + 2) << 24 | 0x80 << 16 | (4 * (g) + 2) << 8 | 0x80,                \
+                      (4 * (g) + 2) << 24 | 0x80 << 16 | (4 * (g) + 2) << 8 | 0x80,                \
+                      (4 * (g) + 2) << 24 | 0x80 << 16 | (4 * (g) + 2) << 8 | 0x80,                \
+                      (4 * (g) + 2) << 24 | 0x80 << 16 | (4 * (g) + 2) << 8 | 0x80,                \
+                      (4 * (g) + 3) << 24 | 0x80 << 16 | (4 * (g) + 3) << 8 | 0x80,                \
+                      (4 * (g) + 3) << 24 | 0x80 << 16 | (4 * (g) + 3) << 8 | 0x80,                \
+                      (4 * (g) + 3) << 24 | 0x80 << 16 | (4 * (g) + 3) << 8 | 0x80,                \
+                      (4 * (g) + 3) << 24 | 0x80 << 16 | (4 * (g) + 3) << 8 | 0x80)
+    const __m512i spl[4] = {Q6K_SPL(0), Q6K_SPL(1), Q6K_SPL(2), Q6K_SPL(3)};
+#undef Q6K_SPL
+    const blk_q8_k *a0 = (const blk_q8_k *)act;
+    const int64_t nb = n / QK_K;
+    for (int64_t r = r0; r < r1; r++) {
+        const blk_q6_k *x = (const blk_q6_k *)(w + (size_t)r * rb);
+        float sum = 0.0f;
+        for (int64_t b = 0; b < nb; b++, x++) {
+            const blk_q8_k *a = a0 + b;
+            __m128i s8 = _mm_loadu_si128((const __m128i *)x->scales);
+            __m512i S = _mm512_broadcast_i32x4(s8);
+            /* -32 * sum_j sc_j * bsum_j, in the low 8 int32 lanes */
+            __m256i c = _mm256_madd_epi16(_mm256_cvtepi8_epi16(s8),
+                                          _mm256_loadu_si256((const __m256i *)a->bsums));
+            __m512i is = _mm512_zextsi256_si512(
+                _mm256_sub_epi32(_mm256_setzero_si256(), _mm256_slli_epi32(c, 5)));
+#pragma GCC unroll 2
+            for (int h = 0; h < 2; h++) {
+                __m512i L = _mm512_loadu_si512(x->ql + 64 * h);
+                __m512i H =
+                    _mm512_broadcast_i64x4(_mm256_loadu_si256((const __m256i *)(x->qh + 32 * h)));
+                __m512i vlo = _mm512_or_si512(_mm512_and_si512(L, m4),
+                                              _mm512_and_si512(_mm512_sllv_epi16(H, shl), m30));
+                __m512i vhi = _mm512_or_si512(_mm512_and_si512(_mm512_srli_epi16(L, 4), m4),
+                                              _mm512_and_si512(_mm512_srlv_epi16(H, shr), m30));
+                __m512i alo = _mm512_loadu_si512(a->qs + 128 * h);
+                __m512i ahi = _mm512_loadu_si512(a->qs + 128 * h + 64);
+                is = _mm512_dpwssd_epi32(is, _mm512_maddubs_epi16(vlo, alo),
+                                         _mm512_srai_epi16(_mm512_shuffle_epi8(S, spl[2 * h]), 8));
+                is = _mm512_dpwssd_epi32(
+                    is, _mm512_maddubs_epi16(vhi, ahi),
+                    _mm512_srai_epi16(_mm512_shuffle_epi8(S, spl[2 * h + 1]), 8));
+            }
+            sum += _cvtsh_ss(x->d) * a->d * (float)_mm512_reduce_add_epi32(is);
+        }
+        y[r] = sum;
+    }
+}
+
 static void mm_q6k_512(const void *w, size_t rb, int64_t n, int64_t r0, int64_t r1, const void *act,
                        size_t as, int32_t nt, float *y, int64_t ys) {
-    if (nt >= PK_MIN_TOKENS)
+    if (nt == 1)
+        q6k_dec_512(w, rb, n, r0, r1, act, y);
+    else if (nt >= PK_MIN_TOKENS)
         q6k_pk_512(w, rb, n, r0, r1, act, as, nt, y, ys);
     else
         mm_q6k_avx512(w, rb, n, r0, r1, act, as, nt, y, ys);
@@ -1438,11 +1636,21 @@ static void mm_q6k_512(const void *w, size_t rb, int64_t n, int64_t r0, int64_t 
 static void mm_q4k_512(const void *w, size_t rb, int64_t n, int64_t r0, int64_t r1, const void *act,
                        size_t as, int32_t nt, float *y, int64_t ys) {
     if (nt == 1)
-        q4k_dec_512(w, rb, n, r0, r1, act, y);
+        qk45_dec_512(0, w, rb, n, r0, r1, act, y);
     else if (nt >= PK_MIN_TOKENS)
-        q4k_pk_512(w, rb, n, r0, r1, act, as, nt, y, ys);
+        qk45_pk_512(0, w, rb, n, r0, r1, act, as, nt, y, ys);
     else
         run_tiles(&q4k_pp_avx512_set, w, rb, n, r0, r1, act, as, nt, y, ys);
+}
+
+static void mm_q5k_512(const void *w, size_t rb, int64_t n, int64_t r0, int64_t r1, const void *act,
+                       size_t as, int32_t nt, float *y, int64_t ys) {
+    if (nt == 1)
+        qk45_dec_512(1, w, rb, n, r0, r1, act, y);
+    else if (nt >= PK_MIN_TOKENS)
+        qk45_pk_512(1, w, rb, n, r0, r1, act, as, nt, y, ys);
+    else
+        run_tiles(&q5k_pp_avx512_set, w, rb, n, r0, r1, act, as, nt, y, ys);
 }
 
 static void fill_avx512(qti_kernels *k) {
@@ -1452,7 +1660,9 @@ static void fill_avx512(qti_kernels *k) {
     fill_int_avx512(k);
     k->matmul[QT_Q8_0] = mm_q8_0_512;
     k->matmul[QT_Q4_0] = mm_q4_0_512;
+    k->matmul[QT_Q5_0] = mm_q5_0_512;
     k->matmul[QT_Q4_K] = mm_q4k_512;
+    k->matmul[QT_Q5_K] = mm_q5k_512;
     k->matmul[QT_Q6_K] = mm_q6k_512;
     k->axpy_f32 = axpy_f32_512;
 }

@@ -243,6 +243,70 @@ static void test_matmul_f32(void **state) {
     run_type(QT_F32, sizes, 8);
 }
 
+/* ---- float order: some kernels promise equal bits, not only a tolerance ---- */
+/* y of rows [0, rows) for n_tok tokens at one level; caller frees. */
+static float *matmul_at(uint32_t wt, const uint8_t *w, int64_t n, int64_t rows, const uint8_t *act,
+                        size_t as, int32_t n_tok, int level) {
+    float *y = malloc((size_t)(rows * n_tok) * sizeof(float));
+    assert_non_null(y);
+    qt_set_isa(level);
+    qt_matmul(wt, w, n, 0, rows, act, as, n_tok, y, rows);
+    return y;
+}
+
+/* K-quants: the portable per-block float order at every level, so equal to generic.
+ * Q5_0: the 256-bit template's order (llama.cpp's) at both SIMD levels, so avx512 equals
+ * avx2; its 512-bit decode kernel must not reorder the sums. */
+static void check_same_bits(uint32_t wt, int64_t n, int32_t n_tok, int ref_level) {
+    const int64_t rows = 19;
+    size_t rb = qt_row_bytes(wt, n), as = qt_row_bytes(qt_vec_dot_type(wt), n);
+    float *xf = malloc((size_t)n * sizeof(float));
+    uint8_t *w = malloc(rb * rows), *act = malloc(as * (size_t)n_tok);
+    assert_true(xf && w && act);
+    for (int64_t r = 0; r < rows; r++) {
+        fill(xf, n);
+        assert_int_equal(qt_quantize_row(wt, xf, w + (size_t)r * rb, n), 0);
+    }
+    qt_set_isa(QT_ISA_GENERIC);
+    for (int32_t t = 0; t < n_tok; t++) {
+        fill(xf, n);
+        qt_prep_act(wt, xf, act + (size_t)t * as, n);
+    }
+    float *yr = matmul_at(wt, w, n, rows, act, as, n_tok, ref_level);
+    int lv[4], nl = simd_levels(lv);
+    for (int l = 0; l < nl; l++) {
+        if (lv[l] <= ref_level) continue;
+        float *yv = matmul_at(wt, w, n, rows, act, as, n_tok, lv[l]);
+        for (int64_t i = 0; i < rows * n_tok; i++)
+            if (memcmp(&yr[i], &yv[i], 4) != 0)
+                fail_msg("%s n=%lld tokens %d: level %s %.9g vs %s %.9g at %lld", qt_name(wt),
+                         (long long)n, n_tok, qt_isa_name(lv[l]), yv[i], qt_isa_name(ref_level),
+                         yr[i], (long long)i);
+        free(yv);
+    }
+    free(yr);
+    free(xf);
+    free(w);
+    free(act);
+}
+
+static void test_float_order(void **state) {
+    (void)state;
+    static const uint32_t kq[] = {QT_Q4_K, QT_Q5_K, QT_Q6_K};
+    static const int64_t ks[] = {256, 1280, 4864, 8192 + 512};
+    static const int64_t qs[] = {32, 96, 896, 4864, 8192, 8192 + 96};
+    static const int32_t toks[] = {1, 2, 5};
+    for (size_t k = 0; k < sizeof kq / sizeof kq[0]; k++)
+        for (size_t i = 0; i < sizeof ks / sizeof ks[0]; i++)
+            for (size_t t = 0; t < sizeof toks / sizeof toks[0]; t++)
+                check_same_bits(kq[k], ks[i], toks[t], QT_ISA_GENERIC);
+    if (qt_isa_best() >= QT_ISA_AVX2)
+        for (size_t i = 0; i < sizeof qs / sizeof qs[0]; i++)
+            for (size_t t = 0; t < sizeof toks / sizeof toks[0]; t++)
+                check_same_bits(QT_Q5_0, qs[i], toks[t], QT_ISA_AVX2);
+    qt_set_isa(qt_isa_best());
+}
+
 /* ---- float rows ---- */
 static void test_float_rows(void **state) {
     (void)state;
@@ -358,7 +422,7 @@ int main(void) {
         cmocka_unit_test(test_matmul_q5_1), cmocka_unit_test(test_matmul_q5_k),
         cmocka_unit_test(test_matmul_f16),  cmocka_unit_test(test_matmul_bf16),
         cmocka_unit_test(test_matmul_f32),  cmocka_unit_test(test_float_rows),
-        cmocka_unit_test(test_report),
+        cmocka_unit_test(test_float_order), cmocka_unit_test(test_report),
     };
     return cmocka_run_group_tests(tests, NULL, NULL);
 }
