@@ -43,7 +43,7 @@ $(BUILD)/libshammah.a: $(LIB_OBJ)
 $(BUILD)/shammah: $(CLI_OBJ) $(BUILD)/libshammah.a
 	$(CC) $(ALL_CFLAGS) -o $@ $(CLI_OBJ) $(BUILD)/libshammah.a $(LIBS)
 
-$(BUILD)/tests/%: tests/unit/%.c $(BUILD)/libshammah.a tests/unit/testutil.h tests/unit/proto_testutil.h
+$(BUILD)/tests/%: tests/unit/%.c $(BUILD)/libshammah.a tests/unit/testutil.h tests/unit/proto_testutil.h tests/unit/synthutil.h
 	@mkdir -p $(dir $@)
 	$(CC) $(ALL_CFLAGS) -Itests -o $@ $< $(BUILD)/libshammah.a $(LIBS) $(TEST_LIBS)
 

@@ -2,35 +2,23 @@
 # cli_errors.sh - the CLI on bad input: every failure exits non-zero (never by a signal) with
 # exactly one line on stderr naming the problem; plus the basic successes of each command.
 # Run from the repository root with BUILD set (tests/run.sh does).
-BUILD=${BUILD:-build}
-BIN="$BUILD/shammah"
-VOCAB=tests/fixtures/vocab/ggml-vocab-qwen2.gguf
+. tests/lib/integration.sh
 
-if [ ! -x "$BIN" ]; then
-    echo "cli_errors: $BIN not built"
+if [ ! -x "$SH" ]; then
+    echo "cli_errors: $SH not built"
     exit 1
 fi
-T=$(mktemp -d) || exit 1
-trap 'rm -rf "$T"' EXIT
-trap 'exit 1' INT TERM
 
 # Messages followed by a usage text that the lead has not yet cut to one line
 # (src/cli/cmd_tokenize.c:105, src/cli/main.c:40): reported, not failed. Empty the list once fixed.
 KNOWN_MULTILINE=""
-
-n_fail=0
-n_ok=0
-fail() {
-    echo "FAIL: $*"
-    n_fail=$((n_fail + 1))
-}
 
 # expect_err NAME REGEX ARGS...: shammah ARGS must fail with one stderr line matching REGEX.
 expect_err() {
     name=$1
     re=$2
     shift 2
-    "$BIN" "$@" >"$T/out" 2>"$T/err" </dev/null
+    "$SH" "$@" >"$T/out" 2>"$T/err" </dev/null
     rc=$?
     lines=$(wc -l <"$T/err")
     if [ "$lines" -gt 1 ] && case "$KNOWN_MULTILINE" in *"|$name|"*) true ;; *) false ;; esac; then
@@ -39,15 +27,15 @@ expect_err() {
         head -n 1 "$T/err" >"$T/err1" && mv "$T/err1" "$T/err"
     fi
     if [ "$rc" -ge 128 ]; then
-        fail "$name: killed by a signal (exit $rc): $(head -c 300 "$T/err")"
+        bad "$name: killed by a signal (exit $rc): $(head -c 300 "$T/err")"
     elif [ "$rc" -eq 0 ]; then
-        fail "$name: exit 0, expected a failure"
+        bad "$name: exit 0, expected a failure"
     elif [ "$lines" -ne 1 ]; then
-        fail "$name: $lines lines on stderr, want 1: $(head -n 3 "$T/err" | tr '\n' '|')"
+        bad "$name: $lines lines on stderr, want 1: $(head -n 3 "$T/err" | tr '\n' '|')"
     elif ! grep -Eq -- "$re" "$T/err"; then
-        fail "$name: stderr does not match /$re/: $(cat "$T/err")"
+        bad "$name: stderr does not match /$re/: $(cat "$T/err")"
     else
-        n_ok=$((n_ok + 1))
+        ok
     fi
 }
 
@@ -55,19 +43,19 @@ expect_err() {
 expect_ok() {
     name=$1
     shift
-    "$BIN" "$@" >"$T/out" 2>"$T/err" </dev/null
+    "$SH" "$@" >"$T/out" 2>"$T/err" </dev/null
     rc=$?
     if [ "$rc" -ne 0 ]; then
-        fail "$name: exit $rc: $(head -n 3 "$T/err" | tr '\n' '|')"
+        bad "$name: exit $rc: $(head -n 3 "$T/err" | tr '\n' '|')"
         return 1
     fi
-    n_ok=$((n_ok + 1))
+    ok
     return 0
 }
 
 # ---- inputs ----
 M="$T/m.gguf"
-if ! "$BIN" model synth --out "$M" --ctx 64 --seed 7 2>"$T/err"; then
+if ! "$SH" model synth --out "$M" --ctx 64 --seed 7 2>"$T/err"; then
     echo "cli_errors: model synth failed: $(cat "$T/err")"
     exit 1
 fi
@@ -112,17 +100,17 @@ expect_err "unknown command" "unknown command 'frob'" frob
 
 # ---- successes ----
 if expect_ok "info" info -m "$M"; then
-    grep -Eq '^architecture: +llama$' "$T/out" || fail "info: no 'architecture: llama' line: $(cat "$T/out")"
+    grep -Eq '^architecture: +llama$' "$T/out" || bad "info: no 'architecture: llama' line: $(cat "$T/out")"
 fi
 if expect_ok "tokenize vocab-only" tokenize -m "$VOCAB" "Hello world"; then
-    [ "$(cat "$T/out")" = "9707 1879" ] || fail "tokenize: got '$(cat "$T/out")', want '9707 1879'"
+    [ "$(cat "$T/out")" = "9707 1879" ] || bad "tokenize: got '$(cat "$T/out")', want '9707 1879'"
 fi
 if expect_ok "run --chat" run -m "$M" -p "hello there" --chat -n 8 --temp 0 -t 1; then
-    [ -s "$T/out" ] || fail "run --chat: no output"
+    [ -s "$T/out" ] || bad "run --chat: no output"
 fi
 if expect_ok "run --json" run -m "$M" -p "hello there" --json -n 6 --seed 5 --ignore-eos; then
     for k in '"prompt_tokens":\[' '"tokens":\[' '"text":"' '"timings":\{'; do
-        grep -Eq "$k" "$T/out" || fail "run --json: no $k in $(cat "$T/out")"
+        grep -Eq "$k" "$T/out" || bad "run --json: no $k in $(cat "$T/out")"
     done
     if command -v node >/dev/null 2>&1; then
         node -e '
@@ -130,9 +118,8 @@ if expect_ok "run --json" run -m "$M" -p "hello there" --json -n 6 --seed 5 --ig
             if (!Array.isArray(o.prompt_tokens) || o.prompt_tokens.length < 1) throw "prompt_tokens";
             if (!Array.isArray(o.tokens) || o.tokens.length !== 6) throw "tokens";
             if (typeof o.text !== "string" || typeof o.timings !== "object") throw "text/timings";
-        ' <"$T/out" 2>"$T/node" || fail "run --json: not the expected JSON: $(head -n 3 "$T/node")"
+        ' <"$T/out" 2>"$T/node" || bad "run --json: not the expected JSON: $(head -n 3 "$T/node")"
     fi
 fi
 
-echo "cli_errors: $n_ok passed, $n_fail failed"
-[ "$n_fail" -eq 0 ]
+report cli_errors

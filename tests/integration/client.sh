@@ -5,39 +5,18 @@
 # /quit, Ctrl-D; plus the tool loop against a scripted daemon that emits tool calls.
 # Run from the repository root with BUILD set (tests/run.sh does).
 set -u
-BUILD=${BUILD:-build}
-SH=$(cd "$(dirname "$BUILD/shammah")" && pwd)/shammah
-T=$(mktemp -d)
-export SHAMMAH_HOME="$T/home"
-mkdir -p "$SHAMMAH_HOME"
-pass=0
-fail=0
-TMUX_SOCK="$T/tmux.sock"
+. tests/lib/integration.sh
+SH=$(cd "$BUILD" && pwd)/shammah # absolute: the REPL runs in tmux
 FAKE_PID=""
-cleanup() {
+cleanup_hook() {
     "$SH" daemon-stop >/dev/null 2>&1
     [ -n "$FAKE_PID" ] && kill "$FAKE_PID" 2>/dev/null
-    command -v tmux >/dev/null 2>&1 && tmux -S "$TMUX_SOCK" kill-server 2>/dev/null
-    rm -rf "$T"
-}
-trap cleanup EXIT
-trap 'exit 1' INT TERM
-ok() { pass=$((pass + 1)); }
-bad() { fail=$((fail + 1)); echo "FAIL: $*"; }
-check() { # name, condition command...
-    n=$1
-    shift
-    if "$@"; then ok; else bad "$n"; fi
-}
-free_port() {
-    node -e "const s=require('net').createServer();s.listen(0,'127.0.0.1',()=>{console.log(s.address().port);s.close()})"
 }
 listening() { grep -c 'listening on' "$SHAMMAH_HOME/daemon.log" 2>/dev/null || echo 0; }
 # stderr is empty or only the "starting" note
 quiet_err() { ! grep -v 'starting the shammah daemon' "$1" | grep -q .; }
 
-"$SH" model synth --arch qwen2 --type q8_0 --embd 64 --heads 4 --kv-heads 2 --ff 128 --layers 2 \
-    --tie --seed 3 --ctx 4096 --vocab copy:tests/fixtures/vocab/ggml-vocab-qwen2.gguf --out "$T/m.gguf" >/dev/null || exit 1
+synth_model "$T/m.gguf" --seed 3 || exit 1
 PORT=$(free_port)
 write_config() { # auto_spawn
     cat >"$SHAMMAH_HOME/config.toml" <<EOF
@@ -159,18 +138,6 @@ check "second daemon-start says why" grep -q "already running" "$T/e"
 
 # ---- the REPL in a pseudo-terminal ----
 if command -v tmux >/dev/null 2>&1; then
-    tm() { tmux -S "$TMUX_SOCK" "$@"; }
-    pane() { tm capture-pane -p -J -t repl -S -200 2>/dev/null; }
-    wait_for() { # regex, tenths of seconds
-        i=0
-        while [ $i -lt "$2" ]; do
-            pane | grep -Eq -- "$1" && return 0
-            sleep 0.1
-            i=$((i + 1))
-        done
-        echo "--- pane:"; pane | tail -15
-        return 1
-    }
     prompts() { pane | grep -c '^> *$'; }
     tm new-session -d -s repl -x 150 -y 50 "env SHAMMAH_HOME='$SHAMMAH_HOME' '$SH'"
     check "REPL shows its banner" wait_for 'shammah [0-9.]+ — /help' 30
@@ -280,5 +247,4 @@ if command -v tmux >/dev/null 2>&1; then
     tm send-keys -t repl '/quit' Enter
 fi
 
-echo "client: $pass passed, $fail failed"
-[ "$fail" -eq 0 ]
+report client

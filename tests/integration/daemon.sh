@@ -3,46 +3,13 @@
 # raw HTTP with curl (status codes, error formats, SSE bytes), the official openai and
 # @anthropic-ai/sdk clients, and the life cycle (PID file, second daemon, signals).
 set -u
-BUILD=${BUILD:-build}
-SH=$BUILD/shammah
-T=$(mktemp -d)
-export SHAMMAH_HOME="$T/home"
-mkdir -p "$SHAMMAH_HOME"
-pass=0
-fail=0
-DPID=""
-cleanup() {
-    [ -n "$DPID" ] && kill "$DPID" 2>/dev/null && wait "$DPID" 2>/dev/null
-    rm -rf "$T"
-}
-trap cleanup EXIT
-ok() { pass=$((pass + 1)); }
-bad() { fail=$((fail + 1)); echo "FAIL: $*"; }
-check() { # name, condition command...
-    n=$1
-    shift
-    if "$@"; then ok; else bad "$n"; fi
-}
+. tests/lib/integration.sh
 
-free_port() {
-    node -e "const s=require('net').createServer();s.listen(0,'127.0.0.1',()=>{console.log(s.address().port);s.close()})"
-}
-
-"$SH" model synth --arch qwen2 --type q8_0 --embd 64 --heads 4 --kv-heads 2 --ff 128 --layers 2 \
-    --tie --seed 3 --ctx 4096 --vocab copy:tests/fixtures/vocab/ggml-vocab-qwen2.gguf --out "$T/m.gguf" >/dev/null || exit 1
+synth_model "$T/m.gguf" --seed 3 || exit 1
 
 PORT=$(free_port)
 URL=http://127.0.0.1:$PORT
-"$SH" daemon --bind 127.0.0.1:$PORT -m "$T/m.gguf" -t 2 --ctx 2048 --parallel 4 2>"$T/daemon.log" &
-DPID=$!
-i=0
-until curl -s -o /dev/null -w '%{http_code}' $URL/health 2>/dev/null | grep -q 200; do
-    i=$((i + 1))
-    if [ $i -gt 100 ] || ! kill -0 $DPID 2>/dev/null; then
-        echo "daemon did not become healthy"; cat "$T/daemon.log"; exit 1
-    fi
-    sleep 0.1
-done
+start_daemon "$T/daemon.log" --bind 127.0.0.1:$PORT -m "$T/m.gguf" -t 2 --ctx 2048 --parallel 4
 ok
 
 # ---- plain endpoints ----
@@ -218,8 +185,7 @@ PORT=$(free_port)
 URL=http://127.0.0.1:$PORT
 SHAMMAH_HOME="$T/keyed" "$SH" daemon --bind 127.0.0.1:$PORT -m "$T/m.gguf" 2>>"$T/daemon.log" &
 DPID=$!
-i=0
-until [ "$(curl -s -o /dev/null -w '%{http_code}' $URL/health)" = 200 ] || [ $i -gt 100 ]; do i=$((i + 1)); sleep 0.1; done
+wait_healthy $URL $DPID "$T/daemon.log"
 body='{"model":"x","max_tokens":3,"messages":[{"role":"user","content":"hi"}]}'
 check "no key: 401 (anthropic)" test "$(curl -s -o "$T/o" -w '%{http_code}' -H 'content-type: application/json' -d "$body" $URL/v1/messages)" = 401
 check "401 in anthropic format" grep -q '"authentication_error"' "$T/o"
@@ -233,5 +199,4 @@ DPID=""
 out=$(SHAMMAH_HOME="$T/other2" "$SH" daemon --bind 0.0.0.0:$(free_port) 2>&1)
 check "exposed without keys refused" sh -c "echo '$out' | grep -q 'without API keys'"
 
-echo "daemon: $pass passed, $fail failed"
-[ $fail -eq 0 ]
+report daemon

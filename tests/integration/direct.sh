@@ -4,38 +4,15 @@
 # sent to the daemon's /v1/feedback, auto-spawned).
 # Run from the repository root with BUILD set (tests/run.sh does).
 set -u
-BUILD=${BUILD:-build}
-SH=$(cd "$(dirname "$BUILD/shammah")" && pwd)/shammah
-T=$(mktemp -d)
-export SHAMMAH_HOME="$T/home"
-mkdir -p "$SHAMMAH_HOME"
+. tests/lib/integration.sh
+SH=$(cd "$BUILD" && pwd)/shammah # absolute: the REPL runs in tmux
 unset SHAMMAH_MODEL
-pass=0
-fail=0
-TMUX_SOCK="$T/tmux.sock"
-cleanup() {
-    SHAMMAH_HOME="$T/home" "$SH" daemon-stop >/dev/null 2>&1
-    command -v tmux >/dev/null 2>&1 && tmux -S "$TMUX_SOCK" kill-server 2>/dev/null
-    rm -rf "$T"
-}
-trap cleanup EXIT
-trap 'exit 1' INT TERM
-ok() { pass=$((pass + 1)); }
-bad() { fail=$((fail + 1)); echo "FAIL: $*"; }
-check() { # name, condition command...
-    n=$1
-    shift
-    if "$@"; then ok; else bad "$n"; fi
-}
-free_port() {
-    node -e "const s=require('net').createServer();s.listen(0,'127.0.0.1',()=>{console.log(s.address().port);s.close()})"
-}
+cleanup_hook() { SHAMMAH_HOME="$T/home" "$SH" daemon-stop >/dev/null 2>&1; }
 one_line() { test "$(wc -l <"$1")" -eq 1; }
 no_daemon() { test ! -e "$SHAMMAH_HOME/daemon.pid" && ! curl -s -o /dev/null "http://127.0.0.1:$PORT/health"; }
 pending() { curl -s "http://127.0.0.1:$PORT/v1/training/status" | sed -n 's/.*"pending":\([0-9]*\).*/\1/p'; }
 
-"$SH" model synth --arch qwen2 --type q8_0 --embd 64 --heads 4 --kv-heads 2 --ff 128 --layers 2 \
-    --tie --seed 5 --ctx 4096 --vocab copy:tests/fixtures/vocab/ggml-vocab-qwen2.gguf --out "$T/m.gguf" >/dev/null || exit 1
+synth_model "$T/m.gguf" --seed 5 || exit 1
 PORT=$(free_port)
 write_config() { # use_daemon auto_spawn
     cat >"$SHAMMAH_HOME/config.toml" <<EOF
@@ -149,18 +126,6 @@ check "REPL --direct kept the last exchange" grep -q '"query":"second question"'
 printf 'hello\n' | "$SH" repl --direct -m "$T/missing.gguf" >"$T/o" 2>"$T/e"
 check "REPL --direct, missing model: exit 1, one line" sh -c "test $? -eq 1 && test \$(wc -l <'$T/e') -eq 1"
 if command -v tmux >/dev/null 2>&1; then
-    tm() { tmux -S "$TMUX_SOCK" "$@"; }
-    pane() { tm capture-pane -p -J -t repl -S -200 2>/dev/null; }
-    wait_for() { # regex, tenths of seconds
-        i=0
-        while [ $i -lt "$2" ]; do
-            pane | grep -Eq -- "$1" && return 0
-            sleep 0.1
-            i=$((i + 1))
-        done
-        echo "--- pane:"; pane | tail -15
-        return 1
-    }
     write_config false true
     tm new-session -d -s repl -x 150 -y 50 "env SHAMMAH_HOME='$SHAMMAH_HOME' '$SH'"
     check "REPL banner says direct mode" wait_for 'direct mode: no daemon' 50
@@ -175,5 +140,4 @@ if command -v tmux >/dev/null 2>&1; then
 fi
 check "no daemon at the end" no_daemon
 
-echo "direct: $pass passed, $fail failed"
-[ "$fail" -eq 0 ]
+report direct

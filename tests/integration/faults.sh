@@ -3,26 +3,15 @@
 # that fills up while feedback is stored. After each, the next start must recover: no stale
 # lock, nothing accepted lost, no half-written adapter served, no corrupted store.
 set -u
-BUILD=${BUILD:-build}
-SH=$(cd "$(dirname "$BUILD/shammah")" && pwd)/shammah
-T=$(mktemp -d)
-export SHAMMAH_HOME="$T/home"
-mkdir -p "$SHAMMAH_HOME"
-pass=0
-fail=0
-DPID=""
+. tests/lib/integration.sh
+SH=$(cd "$BUILD" && pwd)/shammah
 MNT=""
-stop_daemon() { [ -n "$DPID" ] && kill "$DPID" 2>/dev/null && wait "$DPID" 2>/dev/null; DPID=""; }
-cleanup() {
+cleanup_hook() { # the daemon goes first: it holds files on the mount
+    [ -n "$MNT" ] || return 0
     stop_daemon
-    [ -n "$MNT" ] && umount "$MNT" 2>/dev/null
-    rm -rf "$T"
+    umount "$MNT" 2>/dev/null
 }
-trap cleanup EXIT
-ok() { pass=$((pass + 1)); }
-bad() { fail=$((fail + 1)); echo "FAIL: $*"; }
-check() { n=$1; shift; if "$@"; then ok; else bad "$n"; fi; }
-PORT=$(node -e "const s=require('net').createServer();s.listen(0,'127.0.0.1',()=>{console.log(s.address().port);s.close()})")
+PORT=$(free_port)
 URL=http://127.0.0.1:$PORT
 J='content-type: application/json'
 # start_daemon [BLOCKS]: waits (bounded) until /health answers 200; BLOCKS: ulimit -f (the
@@ -35,14 +24,7 @@ start_daemon() {
         "$SH" daemon --bind 127.0.0.1:$PORT -m "$T/m.gguf" -t 1 --ctx 256 2>>"$T/log" &
     fi
     DPID=$!
-    i=0
-    until [ "$(curl -s -o /dev/null -w '%{http_code}' $URL/health)" = 200 ]; do
-        i=$((i + 1))
-        if [ $i -gt 300 ] || ! kill -0 $DPID 2>/dev/null; then
-            echo "daemon did not become healthy"; tail -20 "$T/log"; exit 1
-        fi
-        sleep 0.1
-    done
+    wait_healthy $URL $DPID "$T/log" || exit 1
 }
 kill9() { kill -9 "$DPID"; wait "$DPID" 2>/dev/null; DPID=""; }
 status() { curl -s $URL/v1/training/status; }
@@ -55,8 +37,7 @@ chat_ok() {
     test "$(curl -s -o /dev/null -w '%{http_code}' -H "$J" -d '{"model":"x","max_tokens":2,"messages":[{"role":"user","content":"hi"}]}' $URL/v1/chat/completions)" = 200
 }
 
-"$SH" model synth --arch qwen2 --type f32 --embd 64 --heads 4 --kv-heads 2 --ff 128 --layers 2 \
-    --tie --seed 11 --vocab copy:tests/fixtures/vocab/ggml-vocab-qwen2.gguf --out "$T/m.gguf" >/dev/null || exit 1
+synth_model "$T/m.gguf" --type f32 --seed 11 --ctx 2048 || exit 1
 
 # ---- kill -9 during a training run ----
 printf '[training]\nepochs = 1000\nrank = 4\nmax_seq_len = 64\n' >"$SHAMMAH_HOME/config.toml"
@@ -182,5 +163,4 @@ if command -v sqlite3 >/dev/null 2>&1; then
     check "[$mode] database integrity" test "$(sqlite3 "$SHAMMAH_HOME/shammah.db" 'PRAGMA integrity_check')" = ok
 fi
 
-echo "faults: $pass passed, $fail failed (disk full simulated by $mode)"
-[ $fail -eq 0 ]
+report faults "(disk full simulated by $mode)"

@@ -1,30 +1,12 @@
 #!/bin/sh
 # Feedback -> a training run inside the daemon -> the adapter served without a restart.
 set -u
-BUILD=${BUILD:-build}
-SH=$BUILD/shammah
-T=$(mktemp -d)
-export SHAMMAH_HOME="$T/home"
-mkdir -p "$SHAMMAH_HOME"
-pass=0
-fail=0
-DPID=""
-cleanup() { [ -n "$DPID" ] && kill "$DPID" 2>/dev/null && wait "$DPID" 2>/dev/null; rm -rf "$T"; }
-trap cleanup EXIT
-ok() { pass=$((pass + 1)); }
-bad() { fail=$((fail + 1)); echo "FAIL: $*"; }
-check() { n=$1; shift; if "$@"; then ok; else bad "$n"; fi; }
-PORT=$(node -e "const s=require('net').createServer();s.listen(0,'127.0.0.1',()=>{console.log(s.address().port);s.close()})")
+. tests/lib/integration.sh
+PORT=$(free_port)
 URL=http://127.0.0.1:$PORT
 
-"$SH" model synth --arch qwen2 --type f32 --embd 64 --heads 4 --kv-heads 2 --ff 128 --layers 2 \
-    --tie --seed 11 --vocab copy:tests/fixtures/vocab/ggml-vocab-qwen2.gguf --out "$T/m.gguf" >/dev/null || exit 1
-"$SH" daemon --bind 127.0.0.1:$PORT -m "$T/m.gguf" -t 2 --ctx 512 2>"$T/log" &
-DPID=$!
-i=0
-until [ "$(curl -s -o /dev/null -w '%{http_code}' $URL/health)" = 200 ]; do
-    i=$((i + 1)); [ $i -gt 100 ] && { cat "$T/log"; exit 1; }; sleep 0.1
-done
+synth_model "$T/m.gguf" --type f32 --seed 11 --ctx 2048 || exit 1
+start_daemon "$T/log" --bind 127.0.0.1:$PORT -m "$T/m.gguf" -t 2 --ctx 512
 ask() { curl -s -H 'content-type: application/json' -d '{"model":"x","max_tokens":6,"temperature":0,"messages":[{"role":"user","content":"What is the capital of France?"}]}' $URL/v1/chat/completions | sed 's/.*"content":"\([^"]*\)".*/\1/'; }
 before=$(ask)
 check "nothing to train yet" test "$(curl -s -o /dev/null -w '%{http_code}' -X POST $URL/v1/training/run)" = 202
@@ -54,12 +36,11 @@ check "base answer again" test "$(ask)" = "$before"
 check "unknown adapter 404" test "$(curl -s -o /dev/null -w '%{http_code}' -X POST $URL/v1/adapters/nope/activate)" = 404
 check "path in adapter id refused" test "$(curl -s -o /dev/null -w '%{http_code}' -X POST $URL/v1/adapters/..%2Fx/activate)" -ge 400
 # [training] enabled: a run starts by itself once min_examples are pending
-kill $DPID; wait $DPID 2>/dev/null
+stop_daemon
 printf '[training]\nenabled = true\nmin_examples = 2\n' >"$SHAMMAH_HOME/config.toml"
 "$SH" daemon --bind 127.0.0.1:$PORT -m "$T/m.gguf" -t 2 --ctx 512 2>>"$T/log" &
 DPID=$!
-i=0
-until [ "$(curl -s -o /dev/null -w '%{http_code}' $URL/health)" = 200 ]; do i=$((i + 1)); [ $i -gt 100 ] && break; sleep 0.1; done
+wait_healthy $URL $DPID "$T/log"
 for q in one two; do
     curl -s -o /dev/null -H 'content-type: application/json' \
         -d "{\"query\":\"question $q\",\"response\":\"answer $q\",\"weight\":\"good\"}" $URL/v1/feedback
@@ -70,5 +51,4 @@ until curl -s $URL/v1/training/status | grep -q '"pending":0,.*"active":false\|"
 done
 check "automatic run consumed the examples" sh -c "curl -s $URL/v1/training/status | grep -q '\"pending\":0'"
 check "automatic run made a new adapter" sh -c "curl -s $URL/v1/adapters | grep -o '\"id\"' | wc -l | grep -qx 2"
-echo "learning: $pass passed, $fail failed"
-[ $fail -eq 0 ]
+report learning

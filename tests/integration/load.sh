@@ -6,22 +6,12 @@
 # afterwards. Short by default (about 15 s, part of `make test`); `make loadtest` runs it longer
 # (LOAD_SECONDS, LOAD_ROUNDS, LOAD_CLIENTS, LOAD_IDLE) and prints the figures.
 set -u
-BUILD=${BUILD:-build}
-SH=$BUILD/shammah
+. tests/lib/integration.sh
 LOAD_SECONDS=${LOAD_SECONDS:-6}
 LOAD_ROUNDS=${LOAD_ROUNDS:-3}
 LOAD_CLIENTS=${LOAD_CLIENTS:-8}
 LOAD_IDLE=${LOAD_IDLE:-200}
 LOAD_RSS_KB=${LOAD_RSS_KB:-32768}
-T=$(mktemp -d)
-export SHAMMAH_HOME="$T/home"
-mkdir -p "$SHAMMAH_HOME"
-DPID=""
-cleanup() {
-    [ -n "$DPID" ] && kill "$DPID" 2>/dev/null && wait "$DPID" 2>/dev/null
-    rm -rf "$T"
-}
-trap cleanup EXIT
 
 # sanitizer builds keep freed memory in quarantine / shadow: RSS says nothing there
 case "$BUILD" in *asan* | *tsan*) LOAD_RSS_KB=100000000 ;; esac
@@ -32,21 +22,11 @@ if [ -z "$LOADGEN" ] || [ ! -x "$LOADGEN" ]; then
     ${CC:-cc} -std=c11 -D_GNU_SOURCE -O2 -o "$LOADGEN" bench/loadgen.c -lpthread -lm || exit 1
 fi
 
-"$SH" model synth --arch qwen2 --type q8_0 --embd 32 --heads 2 --kv-heads 1 --ff 64 --layers 1 \
-    --tie --seed 5 --ctx 1024 --vocab copy:tests/fixtures/vocab/ggml-vocab-qwen2.gguf --out "$T/m.gguf" >/dev/null || exit 1
+synth_model "$T/m.gguf" --embd 32 --heads 2 --kv-heads 1 --ff 64 --layers 1 --seed 5 --ctx 1024 || exit 1
 
 PORT=$("$LOADGEN" --free-port)
 URL=http://127.0.0.1:$PORT
-"$SH" daemon --bind 127.0.0.1:$PORT -m "$T/m.gguf" -t 2 --ctx 1024 --parallel 4 2>"$T/daemon.log" &
-DPID=$!
-i=0
-until curl -s -o /dev/null -w '%{http_code}' $URL/health 2>/dev/null | grep -q 200; do
-    i=$((i + 1))
-    if [ $i -gt 200 ] || ! kill -0 $DPID 2>/dev/null; then
-        echo "FAIL: daemon did not become healthy"; cat "$T/daemon.log"; exit 1
-    fi
-    sleep 0.1
-done
+start_daemon "$T/daemon.log" --bind 127.0.0.1:$PORT -m "$T/m.gguf" -t 2 --ctx 1024 --parallel 4
 
 fail=0
 "$LOADGEN" --port "$PORT" --pid "$DPID" --seconds "$LOAD_SECONDS" --rounds "$LOAD_ROUNDS" \

@@ -5,41 +5,10 @@
 # names that are not models (other vendors' names, file paths) are answered by the default.
 # Then the embedded default model: a daemon in an empty home, with no model configured, serves it.
 set -u
-BUILD=${BUILD:-build}
-SH=$BUILD/shammah
-T=$(mktemp -d)
-export SHAMMAH_HOME="$T/home"
+. tests/lib/integration.sh
 export OLLAMA_MODELS="$T/no-ollama"
 mkdir -p "$SHAMMAH_HOME/models"
-pass=0
-fail=0
-DPID=""
-cleanup() {
-    [ -n "$DPID" ] && kill "$DPID" 2>/dev/null && wait "$DPID" 2>/dev/null
-    rm -rf "$T"
-}
-trap cleanup EXIT
 [ -n "${KEEP:-}" ] && trap - EXIT && echo "kept $T"
-ok() { pass=$((pass + 1)); }
-bad() { fail=$((fail + 1)); echo "FAIL: $*"; }
-check() {
-    n=$1
-    shift
-    if "$@"; then ok; else bad "$n"; fi
-}
-free_port() {
-    node -e "const s=require('net').createServer();s.listen(0,'127.0.0.1',()=>{console.log(s.address().port);s.close()})"
-}
-wait_healthy() { # url pid log
-    i=0
-    until curl -s -o /dev/null -w '%{http_code}' "$1/health" 2>/dev/null | grep -q 200; do
-        i=$((i + 1))
-        if [ $i -gt 150 ] || ! kill -0 "$2" 2>/dev/null; then
-            echo "daemon did not become healthy"; cat "$3"; return 1
-        fi
-        sleep 0.1
-    done
-}
 chat() { # model [stream] -> body in $T/o, status printed
     s=${2:-false}
     curl -s -o "$T/o" -w '%{http_code}' -H 'content-type: application/json' \
@@ -47,21 +16,17 @@ chat() { # model [stream] -> body in $T/o, status printed
         $URL/v1/chat/completions
 }
 
-V=tests/fixtures/vocab/ggml-vocab-qwen2.gguf
-"$SH" model synth --arch qwen2 --type q8_0 --embd 64 --heads 4 --kv-heads 2 --ff 128 --layers 2 \
-    --tie --seed 3 --ctx 4096 --vocab copy:$V --out "$T/alpha.gguf" >/dev/null || exit 1
+synth_model "$T/alpha.gguf" --seed 3 || exit 1
 "$SH" model synth --arch llama --type f16 --embd 64 --heads 4 --kv-heads 2 --ff 128 --layers 2 \
-    --seed 4 --ctx 4096 --vocab copy:$V --out "$SHAMMAH_HOME/models/bee.gguf" >/dev/null || exit 1
+    --seed 4 --ctx 4096 --vocab copy:$VOCAB --out "$SHAMMAH_HOME/models/bee.gguf" >/dev/null || exit 1
 "$SH" model synth --arch qwen3 --type q8_0 --embd 64 --heads 4 --kv-heads 2 --ff 128 --layers 1 \
-    --seed 5 --ctx 4096 --vocab copy:$V --out "$SHAMMAH_HOME/models/cee.gguf" >/dev/null || exit 1
+    --seed 5 --ctx 4096 --vocab copy:$VOCAB --out "$SHAMMAH_HOME/models/cee.gguf" >/dev/null || exit 1
 head -c 100000 "$SHAMMAH_HOME/models/cee.gguf" >"$SHAMMAH_HOME/models/broken.gguf"
 printf '[backend]\nkeep_alive = 2\nmax_loaded_models = 2\n' >"$SHAMMAH_HOME/config.toml"
 
 PORT=$(free_port)
 URL=http://127.0.0.1:$PORT
-"$SH" daemon --bind 127.0.0.1:$PORT -m "$T/alpha.gguf" -t 2 --ctx 1024 2>"$T/daemon.log" &
-DPID=$!
-wait_healthy $URL $DPID "$T/daemon.log" || exit 1
+start_daemon "$T/daemon.log" --bind 127.0.0.1:$PORT -m "$T/alpha.gguf" -t 2 --ctx 1024
 
 curl -s $URL/v1/models >"$T/models"
 check "/v1/models lists the default" grep -q '"id":"alpha"' "$T/models"
@@ -105,8 +70,7 @@ DPID=""
 # ---- the embedded default model: nothing configured, empty home ----
 # (linked in when models/shammah-default.gguf exists at build time, as it does in the repository)
 if [ ! -f models/shammah-default.gguf ]; then
-    echo "models: $pass passed, $fail failed (no embedded model in this tree)"
-    [ $fail -eq 0 ]
+    report models "(no embedded model in this tree)"
     exit
 fi
 export SHAMMAH_HOME="$T/fresh"
@@ -131,5 +95,4 @@ kill $DPID 2>/dev/null
 wait $DPID 2>/dev/null
 DPID=""
 
-echo "models: $pass passed, $fail failed"
-[ $fail -eq 0 ]
+report models

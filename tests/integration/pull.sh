@@ -5,32 +5,16 @@
 # pulled files and an Ollama store built here, and `shammah run -m NAME` / `-m ollama:NAME:TAG`.
 # HOME, SHAMMAH_HOME and OLLAMA_MODELS are temporary folders: nothing real is touched.
 set -u
-BUILD=${BUILD:-build}
-SH=$BUILD/shammah
+. tests/lib/integration.sh
 if [ ! -x "$SH" ]; then
     echo "pull: $SH not built"
     exit 1
 fi
-T=$(mktemp -d) || exit 1
 export HOME="$T/home" SHAMMAH_HOME="$T/sh" OLLAMA_MODELS="$T/ollama"
 unset HF_TOKEN HF_HOME HUGGING_FACE_HUB_TOKEN
 mkdir -p "$HOME" "$SHAMMAH_HOME" "$OLLAMA_MODELS"
 SPID=""
-cleanup() {
-    [ -n "$SPID" ] && kill "$SPID" 2>/dev/null && wait "$SPID" 2>/dev/null
-    rm -rf "$T"
-}
-trap cleanup EXIT
-trap 'exit 1' INT TERM
-pass=0
-fail=0
-ok() { pass=$((pass + 1)); }
-bad() { fail=$((fail + 1)); echo "FAIL: $*"; }
-check() { # name, condition command...
-    n=$1
-    shift
-    if "$@"; then ok; else bad "$n"; fi
-}
+cleanup_hook() { [ -n "$SPID" ] && kill "$SPID" 2>/dev/null && wait "$SPID" 2>/dev/null; }
 # pull_err NAME REGEX ARGS...: shammah pull ARGS fails (not by a signal) with one stderr line
 # matching REGEX.
 pull_err() {
@@ -58,9 +42,7 @@ range_logged() { # FILE: a CDN request for it carried a Range header
 }
 
 # ---- the "Hugging Face" side ----
-"$SH" model synth --arch qwen2 --type q8_0 --embd 64 --heads 4 --kv-heads 2 --ff 128 --layers 2 \
-    --tie --seed 3 --ctx 1024 --vocab copy:tests/fixtures/vocab/ggml-vocab-qwen2.gguf \
-    --out "$T/m.gguf" >/dev/null || exit 1
+synth_model "$T/m.gguf" --seed 3 --ctx 1024 || exit 1
 "$SH" model synth --arch llama --embd 32 --layers 1 --seed 4 --ctx 256 --out "$T/small.gguf" \
     >/dev/null || exit 1
 mkdir -p "$HF/acme/tiny-GGUF/sub/dir" "$HF/acme/flaky-GGUF" "$HF/acme/cut-GGUF" \
@@ -206,5 +188,4 @@ check "unknown Ollama tag fails" grep -q "not found in Ollama" "$T/err"
 "$SH" run -m qwen3:0.6b -p hello >/dev/null 2>"$T/err"
 check "alias not pulled: says pull" grep -q 'shammah pull qwen3:0.6b' "$T/err"
 
-echo "pull: $pass passed, $fail failed"
-[ "$fail" -eq 0 ]
+report pull

@@ -4,42 +4,10 @@
 # origins (and refusal of other origins and of DNS-rebinding Host headers), each limit's 4xx,
 # and names in requests that must never reach a file outside SHAMMAH_HOME.
 set -u
-BUILD=${BUILD:-build}
-SH=$BUILD/shammah
-T=$(mktemp -d)
-export SHAMMAH_HOME="$T/home"
-mkdir -p "$SHAMMAH_HOME"
-pass=0
-fail=0
-DPID=""
-stop_daemon() { [ -n "$DPID" ] && kill "$DPID" 2>/dev/null && wait "$DPID" 2>/dev/null; DPID=""; }
-cleanup() { stop_daemon; rm -rf "$T"; }
-trap cleanup EXIT
-ok() { pass=$((pass + 1)); }
-bad() { fail=$((fail + 1)); echo "FAIL: $*"; }
-check() { n=$1; shift; if "$@"; then ok; else bad "$n"; fi; }
-free_port() {
-    node -e "const s=require('net').createServer();s.listen(0,'127.0.0.1',()=>{console.log(s.address().port);s.close()})"
-}
-# start_daemon LOG ARGS...: waits (bounded) until /health answers 200
-start_daemon() {
-    log=$1
-    shift
-    "$SH" daemon "$@" 2>>"$log" &
-    DPID=$!
-    i=0
-    until [ "$(curl -s -o /dev/null -w '%{http_code}' "$URL/health")" = 200 ]; do
-        i=$((i + 1))
-        if [ $i -gt 300 ] || ! kill -0 $DPID 2>/dev/null; then
-            echo "daemon did not become healthy"; cat "$log"; exit 1
-        fi
-        sleep 0.1
-    done
-}
+. tests/lib/integration.sh
 code() { curl -s -o "$T/o" -w '%{http_code}' "$@"; }
 
-"$SH" model synth --arch qwen2 --type q8_0 --embd 64 --heads 4 --kv-heads 2 --ff 128 --layers 1 \
-    --tie --seed 5 --ctx 4096 --vocab copy:tests/fixtures/vocab/ggml-vocab-qwen2.gguf --out "$T/m.gguf" >/dev/null || exit 1
+synth_model "$T/m.gguf" --layers 1 --seed 5 || exit 1
 # a second, valid model that is in no registry: no request may make the daemon open it
 cp "$T/m.gguf" "$T/outside.gguf"
 
@@ -182,5 +150,4 @@ check "file key works" test "$(code -H 'x-api-key: file-key-1' $URL/v1/models)" 
 check "any Host on a non-loopback bind" test "$(code -H 'x-api-key: file-key-1' -H 'Host: myhost.lan' $URL/v1/models)" = 200
 stop_daemon
 
-echo "security: $pass passed, $fail failed (oversized headers: $hc)"
-[ $fail -eq 0 ]
+report security "(oversized headers: $hc)"

@@ -3,36 +3,17 @@
 # daemon B has no local model and forwards to A as an OpenAI teacher and as an Anthropic
 # teacher (cross-dialect translation, streaming pass-through), with a dead teacher in front.
 set -u
-BUILD=${BUILD:-build}
-SH=$BUILD/shammah
-T=$(mktemp -d)
-pass=0
-fail=0
+. tests/lib/integration.sh
 PA=""
 PB=""
-cleanup() {
-    for p in $PA $PB; do kill "$p" 2>/dev/null && wait "$p" 2>/dev/null; done
-    rm -rf "$T"
-}
-trap cleanup EXIT
-ok() { pass=$((pass + 1)); }
-bad() { fail=$((fail + 1)); echo "FAIL: $*"; }
-check() { n=$1; shift; if "$@"; then ok; else bad "$n"; fi; }
-free_port() { node -e "const s=require('net').createServer();s.listen(0,'127.0.0.1',()=>{console.log(s.address().port);s.close()})"; }
-wait_health() { # url, want
-    i=0
-    until [ "$(curl -s -o /dev/null -w '%{http_code}' $1/health)" = "$2" ]; do
-        i=$((i + 1)); [ $i -gt 100 ] && return 1; sleep 0.1
-    done
-}
+cleanup_hook() { for p in $PA $PB; do kill "$p" 2>/dev/null && wait "$p" 2>/dev/null; done; }
 
-"$SH" model synth --arch qwen2 --type q8_0 --embd 64 --heads 4 --kv-heads 2 --ff 128 --layers 2 \
-    --tie --seed 3 --ctx 4096 --vocab copy:tests/fixtures/vocab/ggml-vocab-qwen2.gguf --out "$T/m.gguf" >/dev/null || exit 1
+synth_model "$T/m.gguf" --seed 3 || exit 1
 A=$(free_port)
 mkdir -p "$T/a" "$T/b"
 SHAMMAH_HOME="$T/a" "$SH" daemon --bind 127.0.0.1:$A -m "$T/m.gguf" --ctx 2048 2>"$T/a.log" &
 PA=$!
-wait_health http://127.0.0.1:$A 200 || { echo "teacher daemon not up"; cat "$T/a.log"; exit 1; }
+wait_healthy http://127.0.0.1:$A $PA "$T/a.log" || exit 1
 DEAD=$(free_port)
 cat >"$T/b/config.toml" <<EOT
 [backend]
@@ -65,7 +46,7 @@ B=$(free_port)
 URL=http://127.0.0.1:$B
 SHAMMAH_HOME="$T/b" "$SH" daemon --bind 127.0.0.1:$B 2>"$T/b.log" &
 PB=$!
-wait_health $URL 503 || { echo "router daemon not up"; cat "$T/b.log"; exit 1; }
+wait_healthy $URL $PB "$T/b.log" 503 || exit 1
 
 oa='{"model":"local","max_tokens":6,"temperature":0,"messages":[{"role":"user","content":"hello"}]}'
 code=$(curl -s -D "$T/h" -o "$T/o" -w '%{http_code}' -H 'content-type: application/json' -d "$oa" $URL/v1/chat/completions)
@@ -107,5 +88,4 @@ code=$(curl -s -o "$T/o" -w '%{http_code}' --max-time 20 -H 'content-type: appli
 check "all teachers down: 5xx" sh -c "[ '$code' = 502 ] || [ '$code' = 503 ]"
 check "error names the teachers" sh -c "grep -q alpha '$T/o' && grep -q dead '$T/o'"
 
-echo "teachers: $pass passed, $fail failed"
-[ $fail -eq 0 ]
+report teachers

@@ -8,35 +8,12 @@
 # parsing on the server, the client's loop over HTTP) approve once and deny.
 # Run from the repository root with BUILD set (tests/run.sh does).
 set -u
-BUILD=${BUILD:-build}
-SH=$(cd "$(dirname "$BUILD/shammah")" && pwd)/shammah
+. tests/lib/integration.sh
+SH=$(cd "$BUILD" && pwd)/shammah # absolute: the REPL runs in tmux, in $T/work
 MODEL=${TOOLLOOP_MODEL:-tests/fixtures/models/toolcall.gguf}
 MODEL=$(cd "$(dirname "$MODEL")" && pwd)/$(basename "$MODEL")
-T=$(mktemp -d)
-export SHAMMAH_HOME="$T/home"
-mkdir -p "$SHAMMAH_HOME" "$T/work"
+mkdir -p "$T/work"
 unset SHAMMAH_MODEL
-pass=0
-fail=0
-TMUX_SOCK="$T/tmux.sock"
-DPID=""
-cleanup() {
-    command -v tmux >/dev/null 2>&1 && tmux -S "$TMUX_SOCK" kill-server 2>/dev/null
-    if [ -n "$DPID" ]; then
-        kill "$DPID" 2>/dev/null
-        wait "$DPID" 2>/dev/null
-    fi
-    rm -rf "$T"
-}
-trap cleanup EXIT
-trap 'exit 1' INT TERM
-ok() { pass=$((pass + 1)); }
-bad() { fail=$((fail + 1)); echo "FAIL: $*"; }
-check() { # name, condition command...
-    n=$1
-    shift
-    if "$@"; then ok; else bad "$n"; fi
-}
 # a step the rest depends on: stop at its failure (the later waits would only time out)
 must() {
     n=$1
@@ -46,11 +23,8 @@ must() {
         return 0
     fi
     bad "$n"
-    echo "toolloop: $pass passed, $fail failed (stopped at the first broken step)"
+    report toolloop "(stopped at the first broken step)"
     exit 1
-}
-free_port() {
-    node -e "const s=require('net').createServer();s.listen(0,'127.0.0.1',()=>{console.log(s.address().port);s.close()})"
 }
 
 if ! command -v tmux >/dev/null 2>&1; then
@@ -61,6 +35,7 @@ fi
 [ -f "$MODEL" ] || { echo "FAIL: no fixture model $MODEL"; exit 1; }
 
 PORT=$(free_port)
+URL=http://127.0.0.1:$PORT
 # auto_spawn off: the direct-mode part must not start a daemon, the daemon part uses ours
 cat >"$SHAMMAH_HOME/config.toml" <<EOF
 [client]
@@ -72,9 +47,9 @@ ctx = 4096
 threads = 2
 EOF
 
-tm() { tmux -S "$TMUX_SOCK" "$@"; }
+# the library's pane and wait_for redefined: more history, and waits bounded in wall-clock
+# time (a loaded machine makes each poll slower)
 pane() { tm capture-pane -p -J -t repl -S -300 2>/dev/null; }
-# waits are bounded in wall-clock time (a loaded machine makes each poll slower)
 wait_for() { # regex, tenths of seconds
     end=$(($(date +%s) + ($2 + 9) / 10))
     while :; do
@@ -139,15 +114,7 @@ check "direct: no daemon was started" test ! -e "$SHAMMAH_HOME/daemon.pid"
 quit_repl
 
 # ---- through the daemon: approve once, then deny ----
-"$SH" daemon --bind "127.0.0.1:$PORT" -m "$MODEL" -t 2 --ctx 4096 2>"$T/daemon.log" &
-DPID=$!
-end=$(($(date +%s) + 15))
-until curl -s -o /dev/null -w '%{http_code}' "http://127.0.0.1:$PORT/health" 2>/dev/null | grep -q 200; do
-    if [ "$(date +%s)" -ge "$end" ] || ! kill -0 "$DPID" 2>/dev/null; then
-        echo "daemon did not become healthy"; cat "$T/daemon.log"; exit 1
-    fi
-    sleep 0.1
-done
+start_daemon "$T/daemon.log" --bind "127.0.0.1:$PORT" -m "$MODEL" -t 2 --ctx 4096
 start_repl ""
 must "daemon: prompt" wait_for '^> *$' 100
 tm send-keys -t repl 'run the tool test' Enter
@@ -168,5 +135,4 @@ check "daemon: the model answers after the denial" wait_for "$DENIED" 200
 check "daemon: the denied command did not run" test ! -e "$MARK"
 quit_repl
 
-echo "toolloop: $pass passed, $fail failed"
-[ "$fail" -eq 0 ]
+report toolloop

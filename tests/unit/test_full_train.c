@@ -3,53 +3,17 @@
  * saved file then generates the taught answer in the engine, F32 and F16), bad arguments.
  *
  * Models come from `$BUILD/shammah model synth` (deterministic for a given seed). */
-#include "testutil.h"
+#include "synthutil.h"
 
 #include <math.h>
-#include <unistd.h>
 
 #include "base/status.h"
 #include "engine/model.h"
 #include "train/full_train.h"
 
-static char tmpdir[256];
-static char bin[512];
-
-static const char *tpath(const char *name) {
-    static char p[4][512];
-    static int k;
-    k = (k + 1) % 4;
-    snprintf(p[k], sizeof p[k], "%s/%s", tmpdir, name);
-    return p[k];
-}
-
 static int setup(void **state) {
     (void)state;
-    const char *b = getenv("BUILD");
-    snprintf(bin, sizeof bin, "%s/shammah", b && *b ? b : "build");
-    if (access(bin, X_OK) != 0) {
-        fprintf(stderr, "test_full_train: %s not built\n", bin);
-        return -1;
-    }
-    snprintf(tmpdir, sizeof tmpdir, "/tmp/sh_test_ft.XXXXXX");
-    return mkdtemp(tmpdir) ? 0 : -1;
-}
-
-static int teardown(void **state) {
-    (void)state;
-    char cmd[512];
-    snprintf(cmd, sizeof cmd, "rm -rf '%s'", tmpdir);
-    return system(cmd) == 0 ? 0 : -1;
-}
-
-static const char *synth(const char *name, const char *args) {
-    const char *out = tpath(name);
-    char cmd[2048];
-    if (access(out, R_OK) != 0) {
-        snprintf(cmd, sizeof cmd, "'%s' model synth --out '%s' %s >/dev/null", bin, out, args);
-        if (system(cmd) != 0) fail_msg("failed: %s", cmd);
-    }
-    return out;
+    return su_setup("test_full_train");
 }
 
 static uint64_t rng = 777;
@@ -62,7 +26,7 @@ static double urand(void) {
 
 /* tol: F32 weights agree to rounding; F16 ones differ as the engine rounds activations to F16 */
 static void check_forward(const char *name, const char *args, double tol) {
-    const char *path = synth(name, args);
+    const char *path = su_synth(name, args);
     ft_params p;
     ft_params_default(&p);
     p.max_seq_len = 24;
@@ -133,7 +97,7 @@ static void check_dir(ft_trainer *t, const lt_example *ex, int n_ex, const char 
 }
 
 static void check_grads(const char *file, const char *args, int tied) {
-    const char *path = synth(file, args);
+    const char *path = su_synth(file, args);
     ft_params p;
     ft_params_default(&p);
     p.max_seq_len = 16;
@@ -199,7 +163,7 @@ static void engine_reproduces(const char *path, const int32_t *prompt, int np, c
 
 static void test_learns_from_scratch(void **state) {
     (void)state;
-    const char *path = synth("scratch.gguf", "--arch llama --type f32 --embd 48 --heads 4 --kv-heads 2 --ff 96 --layers 2 --tie --seed 9");
+    const char *path = su_synth("scratch.gguf", "--arch llama --type f32 --embd 48 --heads 4 --kv-heads 2 --ff 96 --layers 2 --tie --seed 9");
     ft_params p;
     ft_params_default(&p);
     p.max_seq_len = 32;
@@ -221,17 +185,17 @@ static void test_learns_from_scratch(void **state) {
     if (ft_train(t, ex, 3, NULL, NULL, &r)) fail_msg("ft_train: %s", sh_error_last());
     if (!(r.loss_before > 4 && r.loss_after < 0.05))
         fail_msg("loss %g -> %g after %d steps", r.loss_before, r.loss_after, r.steps);
-    assert_int_equal(ft_save(t, tpath("learnt.gguf"), 0, "learnt"), 0);
-    assert_int_equal(ft_save(t, tpath("learnt16.gguf"), 1, NULL), 0);
+    assert_int_equal(ft_save(t, su_path("learnt.gguf"), 0, "learnt"), 0);
+    assert_int_equal(ft_save(t, su_path("learnt16.gguf"), 1, NULL), 0);
     ft_free(t);
     for (int e = 0; e < 3; e++) {
-        engine_reproduces(tpath("learnt.gguf"), seq[e], 4, seq[e] + 4, 8);
-        engine_reproduces(tpath("learnt16.gguf"), seq[e], 4, seq[e] + 4, 8);
+        engine_reproduces(su_path("learnt.gguf"), seq[e], 4, seq[e] + 4, 8);
+        engine_reproduces(su_path("learnt16.gguf"), seq[e], 4, seq[e] + 4, 8);
     }
     /* a saved model trains on: loading its weights (not reinit) starts where it ended */
     p.reinit = 0;
     p.epochs = 1;
-    assert_int_equal(ft_new(&t, tpath("learnt.gguf"), &p), 0);
+    assert_int_equal(ft_new(&t, su_path("learnt.gguf"), &p), 0);
     double l;
     assert_int_equal(ft_eval(t, ex, 3, &l), 0);
     if (!(l < 0.05)) fail_msg("reloaded model's loss %g", l);
@@ -243,17 +207,17 @@ static void test_errors(void **state) {
     ft_params p;
     ft_params_default(&p);
     ft_trainer *t = NULL;
-    assert_int_not_equal(ft_new(&t, tpath("missing.gguf"), &p), 0);
+    assert_int_not_equal(ft_new(&t, su_path("missing.gguf"), &p), 0);
     assert_null(t);
-    const char *qwen2 = synth("biased.gguf", "--arch qwen2 --type f32 --embd 32 --heads 4 --kv-heads 2 --ff 64 --layers 1");
+    const char *qwen2 = su_synth("biased.gguf", "--arch qwen2 --type f32 --embd 32 --heads 4 --kv-heads 2 --ff 64 --layers 1");
     assert_int_equal(ft_new(&t, qwen2, &p), SH_EUNSUPPORTED);
     assert_non_null(strstr(sh_error_last(), "biases"));
     p.batch_size = 0;
-    assert_int_equal(ft_new(&t, synth("llama.gguf", ""), &p), SH_EINVAL);
+    assert_int_equal(ft_new(&t, su_synth("llama.gguf", ""), &p), SH_EINVAL);
     ft_params_default(&p);
     p.max_seq_len = 8;
     p.batch_size = 2;
-    assert_int_equal(ft_new(&t, synth("llama.gguf", ""), &p), 0);
+    assert_int_equal(ft_new(&t, su_synth("llama.gguf", ""), &p), 0);
     int32_t bad[3] = {1, 2, 1 << 30};
     lt_example ex[3] = {{bad, 3, 1, 1}, {bad, 2, 1, 1}, {bad, 2, 1, 1}};
     double l;
@@ -273,5 +237,5 @@ int main(void) {
         cmocka_unit_test(test_learns_from_scratch),
         cmocka_unit_test(test_errors),
     };
-    return cmocka_run_group_tests(tests, setup, teardown);
+    return cmocka_run_group_tests(tests, setup, su_teardown);
 }

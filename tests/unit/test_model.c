@@ -5,54 +5,18 @@
  * need no reference: the same tokens must give the same logits however they are fed
  * (one call or one by one, 1 or 2 threads, after truncating the cache), and an F16 cache
  * must stay close to an F32 one. */
-#include "testutil.h"
+#include "synthutil.h"
 
 #include <math.h>
-#include <unistd.h>
 
 #include "base/status.h"
 #include "engine/gguf.h"
 #include "engine/model.h"
 #include "engine/quant.h"
 
-static char tmpdir[256];
-static char bin[512];
-
-static const char *tpath(const char *name) {
-    static char p[4][512];
-    static int k;
-    k = (k + 1) % 4;
-    snprintf(p[k], sizeof p[k], "%s/%s", tmpdir, name);
-    return p[k];
-}
-
 static int setup(void **state) {
-    const char *b = getenv("BUILD");
-    snprintf(bin, sizeof bin, "%s/shammah", b && *b ? b : "build");
-    if (access(bin, X_OK) != 0) {
-        fprintf(stderr, "test_model: %s not built\n", bin);
-        return -1;
-    }
-    snprintf(tmpdir, sizeof tmpdir, "/tmp/sh_test_model.XXXXXX");
-    return mkdtemp(tmpdir) ? 0 : -1;
-}
-
-static int teardown(void **state) {
-    char cmd[512];
-    snprintf(cmd, sizeof cmd, "rm -rf '%s'", tmpdir);
-    return system(cmd) == 0 ? 0 : -1;
-}
-
-/* Makes tmpdir/name with `shammah model synth ARGS`. */
-static const char *synth(const char *name, const char *args) {
-    static char outs[8][512];
-    static int k;
-    char *out = outs[k++ % 8];
-    snprintf(out, 512, "%s", tpath(name));
-    char cmd[2048];
-    snprintf(cmd, sizeof cmd, "'%s' model synth --out '%s' %s", bin, out, args);
-    if (system(cmd) != 0) fail_msg("failed: %s", cmd);
-    return out;
+    (void)state;
+    return su_setup("test_model");
 }
 
 /* ---- broken copies ---- */
@@ -69,7 +33,7 @@ typedef struct {
 } edit;
 
 static const char *rewrite(const char *src, const char *name, const edit *e) {
-    const char *dst = tpath(name);
+    const char *dst = su_path(name);
     gguf *g;
     gguf_writer *w;
     int u32_done = 0;
@@ -125,8 +89,8 @@ static void expect_load_fail_at(const char *path, int code, const char *sub, con
 #define expect_load_fail(path, code, sub) expect_load_fail_at(path, code, sub, __FILE__, __LINE__)
 
 static void test_load_errors(void **state) {
-    const char *base = synth("base.gguf", "--ctx 128");
-    const char *qw3 = synth("qwen3.gguf", "--arch qwen3 --ctx 128");
+    const char *base = su_synth("base.gguf", "--ctx 128");
+    const char *qw3 = su_synth("qwen3.gguf", "--arch qwen3 --ctx 128");
     model *m;
     assert_int_equal(model_load(&m, base), SH_OK);
     assert_int_equal(model_hp(m)->arch, ARCH_LLAMA);
@@ -140,7 +104,7 @@ static void test_load_errors(void **state) {
     model_free(m);
 
     /* file-level problems pass through with gguf's message */
-    expect_load_fail(tpath("nonexistent.gguf"), SH_ENOTFOUND, "cannot open");
+    expect_load_fail(su_path("nonexistent.gguf"), SH_ENOTFOUND, "cannot open");
     expect_load_fail(FIXTURES "/vocab/ggml-vocab-qwen2.gguf", SH_EFORMAT, "");
 
     static const struct {
@@ -224,7 +188,7 @@ static fixture *get_fx(int i) {
     if (!fx[i].m) {
         char nm[32];
         snprintf(nm, sizeof nm, "fx%d.gguf", i);
-        assert_int_equal(model_load(&fx[i].m, synth(nm, fx_args[i])), SH_OK);
+        assert_int_equal(model_load(&fx[i].m, su_synth(nm, fx_args[i])), SH_OK);
         fx[i].n_vocab = model_hp(fx[i].m)->n_vocab;
         uint32_t x = 777u + (uint32_t)i;
         for (int k = 0; k < 64; k++) {
@@ -237,7 +201,7 @@ static fixture *get_fx(int i) {
 
 static int teardown_all(void **state) {
     for (int i = 0; i < 3; i++) model_free(fx[i].m);
-    return teardown(state);
+    return su_teardown(state);
 }
 
 /* max |a - b| / max |a| */

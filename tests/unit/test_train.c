@@ -3,10 +3,9 @@
  * a stored fixture), and learning: weighted examples taught to a small model.
  *
  * Models come from `$BUILD/shammah model synth` (deterministic for a given seed). */
-#include "testutil.h"
+#include "synthutil.h"
 
 #include <math.h>
-#include <unistd.h>
 
 #include "base/status.h"
 #include "engine/lora.h"
@@ -17,43 +16,14 @@
 #include "train/lora_train.h"
 #include "train/train_data.h"
 
-static char tmpdir[256];
-static char bin[512];
-
-static const char *tpath(const char *name) {
-    static char p[4][512];
-    static int k;
-    k = (k + 1) % 4;
-    snprintf(p[k], sizeof p[k], "%s/%s", tmpdir, name);
-    return p[k];
-}
-
 static int setup(void **state) {
     (void)state;
-    const char *b = getenv("BUILD");
-    snprintf(bin, sizeof bin, "%s/shammah", b && *b ? b : "build");
-    if (access(bin, X_OK) != 0) {
-        fprintf(stderr, "test_train: %s not built\n", bin);
-        return -1;
-    }
-    snprintf(tmpdir, sizeof tmpdir, "/tmp/sh_test_train.XXXXXX");
-    return mkdtemp(tmpdir) ? 0 : -1;
+    return su_setup("test_train");
 }
 
-static int teardown(void **state) {
-    (void)state;
-    char cmd[512];
-    snprintf(cmd, sizeof cmd, "rm -rf '%s'", tmpdir);
-    return system(cmd) == 0 ? 0 : -1;
-}
-
+/* su_synth, loaded: caller frees */
 static model *synth(const char *name, const char *args) {
-    char out[512], cmd[2048];
-    snprintf(out, sizeof out, "%s", tpath(name));
-    if (access(out, R_OK) != 0) {
-        snprintf(cmd, sizeof cmd, "'%s' model synth --out '%s' %s >/dev/null", bin, out, args);
-        if (system(cmd) != 0) fail_msg("failed: %s", cmd);
-    }
+    const char *out = su_synth(name, args);
     model *m = NULL;
     if (model_load(&m, out)) fail_msg("load %s: %s", out, sh_error_last());
     return m;
@@ -216,7 +186,7 @@ static void test_adapter_roundtrip_and_engine(void **state) {
     for (int i = 0; i < ad->n_layer * LORA_N_TARGETS; i++)
         for (int64_t k = 0; k < ad->mats[i].rank * ad->mats[i].n_out; k++)
             ad->mats[i].b[k] = (float)((urand() - 0.5) * 0.2);
-    const char *path = tpath("a.gguf");
+    const char *path = su_path("a.gguf");
     assert_int_equal(lora_adapter_save(ad, path), 0);
     assert_int_equal(lora_adapter_load(&back, path, m), 0);
     assert_int_equal(back->targets, ad->targets);
@@ -464,7 +434,7 @@ static void test_data_errors(void **state) {
     for (size_t i = 0; i < sizeof bad / sizeof bad[0]; i++)
         if (td_add_json(&s, &lm, bad[i], strlen(bad[i])) == SH_OK) fail_msg("accepted: %s", bad[i]);
     assert_int_equal(s.n, 0);
-    const char *path = tpath("d.jsonl");
+    const char *path = su_path("d.jsonl");
     FILE *f = fopen(path, "w");
     fprintf(f, "# comment\n\n{\"prompt\": \"a\", \"response\": \"b\"}\n{\"prompt\": 3}\n");
     fclose(f);
@@ -489,5 +459,5 @@ int main(void) {
         cmocka_unit_test(test_learns_weighted_examples),
         cmocka_unit_test(test_weights_matter),
     };
-    return cmocka_run_group_tests(tests, setup, teardown);
+    return cmocka_run_group_tests(tests, setup, su_teardown);
 }
