@@ -99,7 +99,7 @@ run: $(BUILD)/shammah
 
 # The embedded default model, trained from scratch with the project's own tokenizer learner
 # and trainer on models/default/facts.txt (models/default/README.md: recipe, data, figures).
-# About an hour on 2 cores. Writes models/shammah-default.gguf; `make` then embeds it.
+# About 45 minutes on 2 cores. Writes models/shammah-default.gguf; `make` then embeds it.
 DM := $(BUILD)/default-model
 DM_SHAPE := --arch llama --embd 256 --layers 4 --heads 4 --kv-heads 2 --ff 768 --ctx 2048 --tie
 DM_TRAIN := --epochs 8 --batch-size 16 --max-seq-len 128 --lr 3e-3 --lr-min 2e-4 --warmup 100 \
