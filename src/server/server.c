@@ -914,7 +914,8 @@ static router_local_state local_state(srv *s) {
  * by default rank 16, alpha 32, lr 1e-3, 4 epochs: few, heavily weighted examples), saved
  * under SHAMMAH_HOME/adapters/, the examples marked consumed only then, and
  * the adapter swapped in between two decoding steps. The trainer uses one thread and pauses
- * between optimizer steps while requests are being generated, so serving keeps priority. */
+ * between layers and between optimizer steps while requests are being generated, so serving
+ * keeps priority. */
 
 static int valid_adapter_id(const char *id) {
     size_t n = strlen(id);
@@ -995,6 +996,23 @@ static int train_progress(void *user, const lt_progress *p) {
     return stop;
 }
 
+/* Between two layers of a training step: while requests are being generated the trainer waits
+ * (at most 2 s a call, so a busy daemon still trains, slowly), so serving gets the cores. */
+static void train_pause(void *user) {
+    srv *s = user;
+    sched_stats ss;
+    for (int i = 0; i < 400; i++) {
+        pthread_mutex_lock(&s->tr_mu);
+        int stop = s->tr_stop;
+        pthread_mutex_unlock(&s->tr_mu);
+        if (stop) return;
+        sched_get_stats(s->sc, &ss);
+        if (ss.active == 0 && ss.queued == 0) return;
+        struct timespec ts = {0, 5000000};
+        nanosleep(&ts, NULL);
+    }
+}
+
 static void train_run(srv *s) {
     collect_ctx cc = {.s = s};
     lora_adapter *ad = NULL;
@@ -1022,6 +1040,8 @@ static void train_run(srv *s) {
     lp.max_seq_len = tc ? tc->max_seq_len : 512;
     lp.dropout = tc ? (float)(tc->dropout < 0 ? 0 : tc->dropout > 0.95 ? 0.95 : tc->dropout) : 0;
     lp.n_threads = 1;
+    lp.pause = train_pause;
+    lp.pause_user = s;
     if (!st) st = lt_new(&lt, s->m, ad, &lp);
     lt_result res;
     memset(&res, 0, sizeof res);

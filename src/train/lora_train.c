@@ -688,8 +688,10 @@ static void forward(lt_trainer *t, const int32_t *tokens, int32_t n) {
     for (int32_t i = 0; i < n; i++)
         qt_dequant_row(t->emb.type, (const uint8_t *)t->emb.data + (size_t)tokens[i] * t->emb.row_bytes,
                        t->xs + i * E, E);
-    for (int l = 0; l < t->hp.n_layer; l++)
+    for (int l = 0; l < t->hp.n_layer; l++) {
+        if (t->p.pause) t->p.pause(t->p.pause_user);
         layer_fwd(t, l, t->xs + (size_t)l * t->T * E, t->xs + (size_t)(l + 1) * t->T * E, n);
+    }
 }
 
 /* Logits of positions pos[0..np) (np <= LT_LOGIT_ROWS) from the last layer's output. */
@@ -760,6 +762,7 @@ static double example(lt_trainer *t, const lt_example *e, double coef_tok, int g
     }
     if (!grad) return loss;
     for (int l = t->hp.n_layer - 1; l >= 0; l--) {
+        if (t->p.pause) t->p.pause(t->p.pause_user);
         const float *x = t->xs + (size_t)l * t->T * E;
         if (t->cached_layer != l) layer_fwd(t, l, x, t->xs + (size_t)(l + 1) * t->T * E, n);
         layer_bwd(t, l, x, n);

@@ -38,6 +38,10 @@ typedef struct {
     int32_t max_seq_len;/* tokens per example (prompt + response), 512 */
     uint64_t seed;      /* shuffling and dropout, 42 */
     int n_threads;      /* 1 */
+    /* Called between layers, forward and backward (may be NULL): the daemon waits there while
+     * requests are being generated, so serving does not run beside a whole training step. */
+    void (*pause)(void *user);
+    void *pause_user;
 } lt_params;
 
 void lt_params_default(lt_params *p);
