@@ -87,7 +87,7 @@ if wait_healthy $URL $DPID "$T/daemon2.log"; then
         -d '{"model":"local","max_tokens":60,"temperature":0,"messages":[{"role":"user","content":"How do I start the daemon in the background?"}]}' \
         $URL/v1/chat/completions)
     check "it answers" test "$code" = 200
-    check "... about shammah" grep -q 'daemon' "$T/o"
+    check "... about shammah" grep -q 'shammah daemon-start' "$T/o"
 else
     bad "daemon with the embedded model"
 fi
