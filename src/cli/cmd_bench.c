@@ -30,22 +30,36 @@ int cmd_bench(int argc, char **argv) {
     for (int i = 1; i < argc; i++) {
         const char *a = argv[i], *v = i + 1 < argc ? argv[i + 1] : NULL;
         int bad = 0;
-        if (!strcmp(a, "--json")) { json = 1; continue; }
-        if (!strcmp(a, "-h") || !strcmp(a, "--help")) { bench_usage(stdout); return 0; }
+        if (!strcmp(a, "--json")) {
+            json = 1;
+            continue;
+        }
+        if (!strcmp(a, "-h") || !strcmp(a, "--help")) {
+            bench_usage(stdout);
+            return 0;
+        }
         if (!v) {
             fprintf(stderr, "shammah bench: %s needs a value (or is unknown; see --help)\n", a);
             return 2;
         }
         i++;
-        if (!strcmp(a, "-m")) path = v;
-        else if (!strcmp(a, "-t")) bad = cli_int("bench", a, v, 1, 256, &threads);
-        else if (!strcmp(a, "-p")) bad = cli_int("bench", a, v, 0, 1 << 20, &n_pp);
-        else if (!strcmp(a, "-n")) bad = cli_int("bench", a, v, 0, 1 << 20, &n_tg);
-        else if (!strcmp(a, "--parallel")) bad = cli_int("bench", a, v, 1, BENCH_MAX_PARALLEL, &par);
-        else if (!strcmp(a, "--ctx")) bad = cli_int("bench", a, v, 1, 1 << 24, &ctx);
+        if (!strcmp(a, "-m"))
+            path = v;
+        else if (!strcmp(a, "-t"))
+            bad = cli_int("bench", a, v, 1, 256, &threads);
+        else if (!strcmp(a, "-p"))
+            bad = cli_int("bench", a, v, 0, 1 << 20, &n_pp);
+        else if (!strcmp(a, "-n"))
+            bad = cli_int("bench", a, v, 0, 1 << 20, &n_tg);
+        else if (!strcmp(a, "--parallel"))
+            bad = cli_int("bench", a, v, 1, BENCH_MAX_PARALLEL, &par);
+        else if (!strcmp(a, "--ctx"))
+            bad = cli_int("bench", a, v, 1, 1 << 24, &ctx);
         else if (!strcmp(a, "--kv")) {
-            if (!strcmp(v, "f32")) kv = KV_F32;
-            else if (strcmp(v, "f16")) bad = -1, fprintf(stderr, "shammah bench: --kv f16|f32\n");
+            if (!strcmp(v, "f32"))
+                kv = KV_F32;
+            else if (strcmp(v, "f16"))
+                bad = -1, fprintf(stderr, "shammah bench: --kv f16|f32\n");
         } else {
             fprintf(stderr, "shammah bench: unknown option '%s'\n", a);
             bad = -1;
@@ -109,14 +123,14 @@ int cmd_bench(int argc, char **argv) {
         }
         tg_ms = cli_now_ms() - t0;
     }
-    double pp_s = pp_ms > 0 ? n_pp * 1000.0 / pp_ms : 0, tg_s = tg_ms > 0 ? n_tg * par * 1000.0 / tg_ms : 0;
+    double pp_s = pp_ms > 0 ? n_pp * 1000.0 / pp_ms : 0,
+           tg_s = tg_ms > 0 ? n_tg * par * 1000.0 / tg_ms : 0;
     if (json) {
-        json_t *o = json_pack("{s:f,s:f,s:I,s:I,s:I,s:I,s:s,s:I,s:I}", "pp_per_second", pp_s,
-                              "tg_per_second", tg_s, "parallel", (json_int_t)par, "threads",
-                              (json_int_t)threads, "pp_tokens", (json_int_t)n_pp, "tg_tokens",
-                              (json_int_t)n_tg, "model", path, "model_bytes",
-                              (json_int_t)model_weight_bytes(m), "params",
-                              (json_int_t)model_n_params(m));
+        json_t *o = json_pack(
+            "{s:f,s:f,s:I,s:I,s:I,s:I,s:s,s:I,s:I}", "pp_per_second", pp_s, "tg_per_second", tg_s,
+            "parallel", (json_int_t)par, "threads", (json_int_t)threads, "pp_tokens",
+            (json_int_t)n_pp, "tg_tokens", (json_int_t)n_tg, "model", path, "model_bytes",
+            (json_int_t)model_weight_bytes(m), "params", (json_int_t)model_n_params(m));
         char *s = json_dumps(o, JSON_COMPACT);
         if (s) printf("%s\n", s);
         free(s);

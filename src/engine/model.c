@@ -29,24 +29,24 @@
 #define MODEL_MAX_DIM (1 << 20)
 
 typedef struct {
-    const float *attn_norm; /* (n_embd) */
-    model_mat wq;           /* (n_head * head_dim, n_embd) */
-    model_mat wk;           /* (n_head_kv * head_dim, n_embd) */
-    model_mat wv;           /* (n_head_kv * head_dim_v, n_embd) */
-    model_mat wo;           /* (n_embd, n_head * head_dim_v) */
-    const float *bq, *bk, *bv; /* optional biases (qwen2) */
+    const float *attn_norm;       /* (n_embd) */
+    model_mat wq;                 /* (n_head * head_dim, n_embd) */
+    model_mat wk;                 /* (n_head_kv * head_dim, n_embd) */
+    model_mat wv;                 /* (n_head_kv * head_dim_v, n_embd) */
+    model_mat wo;                 /* (n_embd, n_head * head_dim_v) */
+    const float *bq, *bk, *bv;    /* optional biases (qwen2) */
     const float *q_norm, *k_norm; /* (head_dim), qwen3 */
-    const float *ffn_norm; /* (n_embd) */
-    model_mat w_gate;      /* (n_ff, n_embd) */
-    model_mat w_up;        /* (n_ff, n_embd) */
-    model_mat w_down;      /* (n_embd, n_ff) */
+    const float *ffn_norm;        /* (n_embd) */
+    model_mat w_gate;             /* (n_ff, n_embd) */
+    model_mat w_up;               /* (n_ff, n_embd) */
+    model_mat w_down;             /* (n_embd, n_ff) */
 } layer;
 
 struct model {
     gguf *g;
     model_hparams hp;
-    model_mat tok_embd;  /* (n_vocab, n_embd) */
-    model_mat output;    /* (n_vocab, n_embd), tied to tok_embd when absent */
+    model_mat tok_embd;    /* (n_vocab, n_embd) */
+    model_mat output;      /* (n_vocab, n_embd), tied to tok_embd when absent */
     const float *out_norm; /* (n_embd) */
     layer *layers;
     float *vecs; /* owned F32 copies of every 1-D tensor (norms, biases) */
@@ -76,8 +76,9 @@ static int hp_key(const gguf *g, const char *arch, const char *suffix, int requi
         return st;
     }
     if (v < lo || v > hi)
-        return sh_error_set(SH_EFORMAT, "'%s' = %" PRId64 " is out of range [%" PRId64
-                            ", %" PRId64 "]", key, v, lo, hi);
+        return sh_error_set(SH_EFORMAT,
+                            "'%s' = %" PRId64 " is out of range [%" PRId64 ", %" PRId64 "]", key, v,
+                            lo, hi);
     *out = (int32_t)v;
     return SH_OK;
 }
@@ -85,15 +86,16 @@ static int hp_key(const gguf *g, const char *arch, const char *suffix, int requi
 static int read_hparams(const gguf *g, model_hparams *hp) {
     char arch[64];
     int st = gguf_get_cstr(g, "general.architecture", arch, sizeof arch);
-    if (st == SH_ENOTFOUND) return sh_error_set(SH_EFORMAT, "missing required key 'general.architecture'");
+    if (st == SH_ENOTFOUND)
+        return sh_error_set(SH_EFORMAT, "missing required key 'general.architecture'");
     if (st) return st;
     hp->arch = ARCH_COUNT_;
     for (int a = 0; a < ARCH_COUNT_; a++)
         if (!strcmp(arch, arch_names[a])) hp->arch = (model_arch)a;
     /* Mistral-style files are written with arch "llama"; others are genuinely different nets */
     if (hp->arch == ARCH_COUNT_)
-        return sh_error_set(SH_EUNSUPPORTED, "unknown architecture '%s' (supported: llama, qwen2, qwen3)",
-                            arch);
+        return sh_error_set(SH_EUNSUPPORTED,
+                            "unknown architecture '%s' (supported: llama, qwen2, qwen3)", arch);
     if ((st = hp_key(g, arch, "embedding_length", 1, 0, 1, MODEL_MAX_DIM, &hp->n_embd)) ||
         (st = hp_key(g, arch, "block_count", 1, 0, 1, MODEL_MAX_LAYERS, &hp->n_layer)) ||
         (st = hp_key(g, arch, "feed_forward_length", 1, 0, 1, MODEL_MAX_DIM, &hp->n_ff)) ||
@@ -137,9 +139,10 @@ static int find(const model *m, const char *name, int required, const gguf_tenso
 }
 
 static int shape_error(const gguf_tensor *t, int64_t a, int64_t b) {
-    return sh_error_set(SH_EFORMAT, "tensor '%.*s' has shape [%" PRId64 ", %" PRId64 ", %" PRId64
-                        "], expected [%" PRId64 ", %" PRId64 "]", (int)t->name.len, t->name.ptr,
-                        t->ne[0], t->ne[1], t->ne[2], a, b);
+    return sh_error_set(SH_EFORMAT,
+                        "tensor '%.*s' has shape [%" PRId64 ", %" PRId64 ", %" PRId64
+                        "], expected [%" PRId64 ", %" PRId64 "]",
+                        (int)t->name.len, t->name.ptr, t->ne[0], t->ne[1], t->ne[2], a, b);
 }
 
 static int get_mat(model *m, const char *name, int64_t n_in, int64_t n_out, int required,
@@ -150,8 +153,8 @@ static int get_mat(model *m, const char *name, int64_t n_in, int64_t n_out, int 
     if (t->ne[0] != n_in || t->ne[1] != n_out || t->ne[2] != 1 || t->ne[3] != 1)
         return shape_error(t, n_in, n_out);
     if (t->type == QT_Q8_K)
-        return sh_error_set(SH_EUNSUPPORTED, "tensor '%s' has type Q8_K, which is for activations only",
-                            name);
+        return sh_error_set(SH_EUNSUPPORTED,
+                            "tensor '%s' has type Q8_K, which is for activations only", name);
     out->data = t->data;
     out->type = t->type;
     out->n_in = n_in;
@@ -168,7 +171,8 @@ static int get_vec(model *m, const char *name, int64_t n, int required, const fl
     *out = NULL;
     int st = find(m, name, required, &t);
     if (st || !t) return st;
-    if (t->ne[0] != n || t->ne[1] != 1 || t->ne[2] != 1 || t->ne[3] != 1) return shape_error(t, n, 1);
+    if (t->ne[0] != n || t->ne[1] != 1 || t->ne[2] != 1 || t->ne[3] != 1)
+        return shape_error(t, n, 1);
     if (m->vecs_used + (uint64_t)n > m->vecs_cap)
         return sh_error_set(SH_EFORMAT, "tensor '%s' exceeds the vector budget", name);
     float *dst = m->vecs + m->vecs_used;
@@ -309,7 +313,7 @@ struct model_ws {
     size_t tmp_per_thread;
     /* attention tasks of the current chunk: (kv head, first row, rows) of one sequence */
     int32_t *att_tasks; /* (UBATCH * n_head_kv, 3) */
-    uint8_t *act;    /* (UBATCH, act_stride) activations in the dot-product type */
+    uint8_t *act;       /* (UBATCH, act_stride) activations in the dot-product type */
     size_t act_stride;
     float *rope_cos, *rope_sin; /* (UBATCH, rope_dim / 2) */
     float *logits;              /* (LOGIT_ROWS, n_vocab) */
@@ -383,7 +387,8 @@ void model_seq_truncate(model_seq *s, int32_t pos) {
 
 uint64_t model_seq_bytes(const model *m, int32_t n_ctx, int kv_type) {
     const model_hparams *hp = &m->hp;
-    uint64_t per = (uint64_t)hp->n_layer * ((uint64_t)hp->n_head_kv * (hp->head_dim + hp->head_dim_v)) *
+    uint64_t per = (uint64_t)hp->n_layer *
+                   ((uint64_t)hp->n_head_kv * (hp->head_dim + hp->head_dim_v)) *
                    (kv_type == KV_F16 ? 2 : 4);
     return per * (uint64_t)n_ctx + (uint64_t)n_ctx * sizeof(int32_t);
 }
@@ -493,8 +498,10 @@ static void matmul_l(model_ws *w, const model_mat *m, int layer, int target, con
     for (int32_t t = 0; t < n_tok; t++) {
         const float *xt = x + (size_t)t * m->n_in;
         float *at = w->lora_t + (size_t)t * p.rank, *yt = y + (size_t)t * y_stride;
-        for (int32_t r = 0; r < p.rank; r++) at[r] = qt_dot_f32(p.a + (size_t)r * m->n_in, xt, m->n_in);
-        for (int64_t o = 0; o < m->n_out; o++) yt[o] += p.s * qt_dot_f32(p.b + (size_t)o * p.rank, at, p.rank);
+        for (int32_t r = 0; r < p.rank; r++)
+            at[r] = qt_dot_f32(p.a + (size_t)r * m->n_in, xt, m->n_in);
+        for (int64_t o = 0; o < m->n_out; o++)
+            yt[o] += p.s * qt_dot_f32(p.b + (size_t)o * p.rank, at, p.rank);
     }
 }
 
@@ -602,7 +609,8 @@ static void attn_task(model_ws *w, int layer, int kvh, int32_t r0, int32_t nr, i
     /* queries; with an F16 cache ggml rounds them to F16 for the F16 x F32 product */
     for (int32_t r = 0; r < nr; r++)
         for (int g = 0; g < group; g++) {
-            const float *q = w->q + (size_t)(r0 + r) * hp->n_head * hd + (size_t)(kvh * group + g) * hd;
+            const float *q =
+                w->q + (size_t)(r0 + r) * hp->n_head * hd + (size_t)(kvh * group + g) * hd;
             float *d = qv + ((size_t)r * group + g) * hd;
             for (int i = 0; i < hd; i++) d[i] = s->kv_type == KV_F16 ? round_f16(q[i]) : q[i];
         }
@@ -616,7 +624,8 @@ static void attn_task(model_ws *w, int layer, int kvh, int32_t r0, int32_t nr, i
             for (int g = 0; g < group; g++) {
                 const float *q = qv + ((size_t)r * group + g) * hd;
                 float *row = sc + ((size_t)r * group + g) * w->max_ctx + p0;
-                for (int32_t p = 0; p < lim; p++) row[p] = qt_dot_f32(q, kb + (size_t)p * stride, hd) * scale;
+                for (int32_t p = 0; p < lim; p++)
+                    row[p] = qt_dot_f32(q, kb + (size_t)p * stride, hd) * scale;
             }
         }
     }
@@ -635,9 +644,11 @@ static void attn_task(model_ws *w, int layer, int kvh, int32_t r0, int32_t nr, i
             float inv = (float)(1.0 / sum);
             for (int32_t p = 0; p < n_keys; p++) {
                 row[p] *= inv;
-                if (s->kv_type == KV_F16) row[p] = round_f16(row[p]); /* ggml: F16 V x F32 weights */
+                if (s->kv_type == KV_F16)
+                    row[p] = round_f16(row[p]); /* ggml: F16 V x F32 weights */
             }
-            float *o = w->att_out + (size_t)(r0 + r) * hp->n_head * hdv + (size_t)(kvh * group + g) * hdv;
+            float *o =
+                w->att_out + (size_t)(r0 + r) * hp->n_head * hdv + (size_t)(kvh * group + g) * hdv;
             memset(o, 0, sizeof(float) * (size_t)hdv);
         }
     }
@@ -650,8 +661,10 @@ static void attn_task(model_ws *w, int layer, int kvh, int32_t r0, int32_t nr, i
             int32_t lim = n_keys - p0 < np ? n_keys - p0 : np;
             for (int g = 0; g < group; g++) {
                 const float *row = sc + ((size_t)r * group + g) * w->max_ctx + p0;
-                float *o = w->att_out + (size_t)(r0 + r) * hp->n_head * hdv + (size_t)(kvh * group + g) * hdv;
-                for (int32_t p = 0; p < lim; p++) qt_axpy_f32(o, row[p], vb + (size_t)p * stride, hdv);
+                float *o = w->att_out + (size_t)(r0 + r) * hp->n_head * hdv +
+                           (size_t)(kvh * group + g) * hdv;
+                for (int32_t p = 0; p < lim; p++)
+                    qt_axpy_f32(o, row[p], vb + (size_t)p * stride, hdv);
             }
         }
     }
@@ -700,7 +713,8 @@ static void eval_rows(model_ws *w, const int32_t *tokens, int32_t n_rows) {
 
     for (int32_t t = 0; t < n_rows; t++)
         qt_dequant_row(m->tok_embd.type,
-                       (const uint8_t *)m->tok_embd.data + (size_t)tokens[t] * m->tok_embd.row_bytes,
+                       (const uint8_t *)m->tok_embd.data +
+                           (size_t)tokens[t] * m->tok_embd.row_bytes,
                        w->x + t * E, E);
     rope_tables(w, n_rows);
     int64_t n_tasks = plan_attention(w, n_rows);

@@ -50,8 +50,7 @@ float qt_f16_to_f32(uint16_t h) {
         float v = (float)mant * 0x1p-24f;
         return sign ? -v : v;
     }
-    if (exp == 31)
-        return bits_f32(sign | 0x7f800000u | (mant << 13));
+    if (exp == 31) return bits_f32(sign | 0x7f800000u | (mant << 13));
     return bits_f32(sign | ((exp + 112) << 23) | (mant << 13));
 }
 
@@ -76,8 +75,7 @@ uint16_t qt_f32_to_f16(float f) {
     uint32_t q = m >> s;
     uint32_t rem = m & ((1u << s) - 1);
     uint32_t half = 1u << (s - 1);
-    if (rem > half || (rem == half && (q & 1)))
-        q++;
+    if (rem > half || (rem == half && (q & 1))) q++;
     return (uint16_t)(sign | q);
 }
 
@@ -104,14 +102,12 @@ static void deq_f32(const void *src, float *dst, int64_t n) {
 
 static void deq_f16(const void *src, float *dst, int64_t n) {
     const uint16_t *h = src;
-    for (int64_t i = 0; i < n; i++)
-        dst[i] = qt_f16_to_f32(h[i]);
+    for (int64_t i = 0; i < n; i++) dst[i] = qt_f16_to_f32(h[i]);
 }
 
 static void deq_bf16(const void *src, float *dst, int64_t n) {
     const uint16_t *h = src;
-    for (int64_t i = 0; i < n; i++)
-        dst[i] = qt_bf16_to_f32(h[i]);
+    for (int64_t i = 0; i < n; i++) dst[i] = qt_bf16_to_f32(h[i]);
 }
 
 static void q_f32(const float *src, void *dst, int64_t n) {
@@ -120,14 +116,12 @@ static void q_f32(const float *src, void *dst, int64_t n) {
 
 static void q_f16(const float *src, void *dst, int64_t n) {
     uint16_t *h = dst;
-    for (int64_t i = 0; i < n; i++)
-        h[i] = qt_f32_to_f16(src[i]);
+    for (int64_t i = 0; i < n; i++) h[i] = qt_f32_to_f16(src[i]);
 }
 
 static void q_bf16(const float *src, void *dst, int64_t n) {
     uint16_t *h = dst;
-    for (int64_t i = 0; i < n; i++)
-        h[i] = qt_f32_to_bf16(src[i]);
+    for (int64_t i = 0; i < n; i++) h[i] = qt_f32_to_bf16(src[i]);
 }
 
 /* Float dots keep 8 partial sums: the shape of an 8-lane SIMD kernel, and a little more
@@ -137,13 +131,10 @@ static float dot_f32(const void *w, const void *a, int64_t n) {
     float acc[8] = {0};
     int64_t i = 0;
     for (; i + 8 <= n; i += 8)
-        for (int l = 0; l < 8; l++)
-            acc[l] += x[i + l] * y[i + l];
-    for (; i < n; i++)
-        acc[0] += x[i] * y[i];
+        for (int l = 0; l < 8; l++) acc[l] += x[i + l] * y[i + l];
+    for (; i < n; i++) acc[0] += x[i] * y[i];
     float s = 0;
-    for (int l = 0; l < 8; l++)
-        s += acc[l];
+    for (int l = 0; l < 8; l++) s += acc[l];
     return s;
 }
 
@@ -152,13 +143,10 @@ static float dot_f16(const void *w, const void *a, int64_t n) {
     float acc[8] = {0};
     int64_t i = 0;
     for (; i + 8 <= n; i += 8)
-        for (int l = 0; l < 8; l++)
-            acc[l] += qt_f16_to_f32(x[i + l]) * qt_f16_to_f32(y[i + l]);
-    for (; i < n; i++)
-        acc[0] += qt_f16_to_f32(x[i]) * qt_f16_to_f32(y[i]);
+        for (int l = 0; l < 8; l++) acc[l] += qt_f16_to_f32(x[i + l]) * qt_f16_to_f32(y[i + l]);
+    for (; i < n; i++) acc[0] += qt_f16_to_f32(x[i]) * qt_f16_to_f32(y[i]);
     float s = 0;
-    for (int l = 0; l < 8; l++)
-        s += acc[l];
+    for (int l = 0; l < 8; l++) s += acc[l];
     return s;
 }
 
@@ -167,13 +155,10 @@ static float dot_bf16(const void *w, const void *a, int64_t n) {
     float acc[8] = {0};
     int64_t i = 0;
     for (; i + 8 <= n; i += 8)
-        for (int l = 0; l < 8; l++)
-            acc[l] += qt_bf16_to_f32(x[i + l]) * qt_bf16_to_f32(y[i + l]);
-    for (; i < n; i++)
-        acc[0] += qt_bf16_to_f32(x[i]) * qt_bf16_to_f32(y[i]);
+        for (int l = 0; l < 8; l++) acc[l] += qt_bf16_to_f32(x[i + l]) * qt_bf16_to_f32(y[i + l]);
+    for (; i < n; i++) acc[0] += qt_bf16_to_f32(x[i]) * qt_bf16_to_f32(y[i]);
     float s = 0;
-    for (int l = 0; l < 8; l++)
-        s += acc[l];
+    for (int l = 0; l < 8; l++) s += acc[l];
     return s;
 }
 
@@ -182,8 +167,7 @@ static void deq_q8_0(const void *src, float *dst, int64_t n) {
     const blk_q8_0 *b = src;
     for (int64_t i = 0; i < n / QK8_0; i++) {
         float d = qt_f16_to_f32(b[i].d);
-        for (int j = 0; j < QK8_0; j++)
-            dst[i * QK8_0 + j] = b[i].qs[j] * d;
+        for (int j = 0; j < QK8_0; j++) dst[i * QK8_0 + j] = b[i].qs[j] * d;
     }
 }
 
@@ -193,13 +177,11 @@ static void q_q8_0(const float *src, void *dst, int64_t n) {
     for (int64_t i = 0; i < n / QK8_0; i++) {
         const float *x = src + i * QK8_0;
         float amax = 0;
-        for (int j = 0; j < QK8_0; j++)
-            amax = fmaxf(amax, fabsf(x[j]));
+        for (int j = 0; j < QK8_0; j++) amax = fmaxf(amax, fabsf(x[j]));
         float d = amax / 127;
         float id = d != 0 ? 1.0f / d : 0.0f;
         b[i].d = qt_f32_to_f16(d);
-        for (int j = 0; j < QK8_0; j++)
-            b[i].qs[j] = (int8_t)roundf(x[j] * id);
+        for (int j = 0; j < QK8_0; j++) b[i].qs[j] = (int8_t)roundf(x[j] * id);
     }
 }
 
@@ -209,8 +191,7 @@ static void act_q8_0(const float *src, void *dst, int64_t n) {
     for (int64_t i = 0; i < n / QK8_0; i++) {
         const float *x = src + i * QK8_0;
         float amax = 0;
-        for (int j = 0; j < QK8_0; j++)
-            amax = fmaxf(amax, fabsf(x[j]));
+        for (int j = 0; j < QK8_0; j++) amax = fmaxf(amax, fabsf(x[j]));
         b[i].d = qt_f32_to_f16(amax / 127.0f);
         float id = amax != 0 ? 127.0f / amax : 0.0f;
         for (int j = 0; j < QK8_0; j++) {
@@ -225,8 +206,7 @@ static float dot_q8_0(const void *w, const void *a, int64_t n) {
     float sum = 0;
     for (int64_t i = 0; i < n / QK8_0; i++) {
         int32_t isum = 0;
-        for (int j = 0; j < QK8_0; j++)
-            isum += x[i].qs[j] * y[i].qs[j];
+        for (int j = 0; j < QK8_0; j++) isum += x[i].qs[j] * y[i].qs[j];
         sum += (float)isum * (qt_f16_to_f32(x[i].d) * qt_f16_to_f32(y[i].d));
     }
     return sum;
@@ -291,8 +271,7 @@ static void deq_q8_1(const void *src, float *dst, int64_t n) {
     const blk_q8_1 *b = src;
     for (int64_t i = 0; i < n / QK8_0; i++) {
         float d = qt_f16_to_f32(b[i].d);
-        for (int j = 0; j < QK8_0; j++)
-            dst[i * QK8_0 + j] = b[i].qs[j] * d;
+        for (int j = 0; j < QK8_0; j++) dst[i * QK8_0 + j] = b[i].qs[j] * d;
     }
 }
 
@@ -302,8 +281,7 @@ static void q_q8_1(const float *src, void *dst, int64_t n) {
     for (int64_t i = 0; i < n / QK8_0; i++) {
         const float *x = src + i * QK8_0;
         float amax = 0;
-        for (int j = 0; j < QK8_0; j++)
-            amax = fmaxf(amax, fabsf(x[j]));
+        for (int j = 0; j < QK8_0; j++) amax = fmaxf(amax, fabsf(x[j]));
         float d = amax / 127;
         float id = d != 0 ? 1.0f / d : 0.0f;
         int sum = 0;
@@ -322,8 +300,7 @@ static void act_q8_1(const float *src, void *dst, int64_t n) {
     for (int64_t i = 0; i < n / QK8_0; i++) {
         const float *x = src + i * QK8_0;
         float amax = 0;
-        for (int j = 0; j < QK8_0; j++)
-            amax = fmaxf(amax, fabsf(x[j]));
+        for (int j = 0; j < QK8_0; j++) amax = fmaxf(amax, fabsf(x[j]));
         float d = amax / 127.0f;
         float id = amax != 0 ? 127.0f / amax : 0.0f;
         int sum = 0;
@@ -356,10 +333,8 @@ static void deq_q4_1(const void *src, float *dst, int64_t n) {
 static void minmax32(const float *x, float *lo, float *hi) {
     float mn = FLT_MAX, mx = -FLT_MAX;
     for (int j = 0; j < 32; j++) {
-        if (x[j] < mn)
-            mn = x[j];
-        if (x[j] > mx)
-            mx = x[j];
+        if (x[j] < mn) mn = x[j];
+        if (x[j] > mx) mx = x[j];
     }
     *lo = mn;
     *hi = mx;
@@ -431,8 +406,7 @@ static void deq_q5_0(const void *src, float *dst, int64_t n) {
     for (int64_t i = 0; i < n / 32; i++) {
         float d = qt_f16_to_f32(b[i].d);
         q5_unpack(b[i].qh, b[i].qs, q);
-        for (int j = 0; j < 32; j++)
-            dst[i * 32 + j] = (q[j] - 16) * d;
+        for (int j = 0; j < 32; j++) dst[i * 32 + j] = (q[j] - 16) * d;
     }
 }
 
@@ -469,8 +443,7 @@ static float dot_q5_0(const void *w, const void *a, int64_t n) {
     for (int64_t i = 0; i < n / 32; i++) {
         q5_unpack(x[i].qh, x[i].qs, q);
         int32_t isum = 0;
-        for (int j = 0; j < 32; j++)
-            isum += (q[j] - 16) * y[i].qs[j];
+        for (int j = 0; j < 32; j++) isum += (q[j] - 16) * y[i].qs[j];
         sum += (float)isum * (qt_f16_to_f32(x[i].d) * qt_f16_to_f32(y[i].d));
     }
     return sum;
@@ -482,8 +455,7 @@ static void deq_q5_1(const void *src, float *dst, int64_t n) {
     for (int64_t i = 0; i < n / 32; i++) {
         float d = qt_f16_to_f32(b[i].d), m = qt_f16_to_f32(b[i].m);
         q5_unpack(b[i].qh, b[i].qs, q);
-        for (int j = 0; j < 32; j++)
-            dst[i * 32 + j] = q[j] * d + m;
+        for (int j = 0; j < 32; j++) dst[i * 32 + j] = q[j] * d + m;
     }
 }
 
@@ -500,8 +472,7 @@ static void q_q5_1(const float *src, void *dst, int64_t n) {
         b[i].d = qt_f32_to_f16(d);
         b[i].m = qt_f32_to_f16(mn);
         int q[32];
-        for (int j = 0; j < 32; j++)
-            q[j] = (int)((x[j] - mn) * id + 0.5f) & 0xff;
+        for (int j = 0; j < 32; j++) q[j] = (int)((x[j] - mn) * id + 0.5f) & 0xff;
         q5_pack(q, b[i].qh, b[i].qs);
     }
 }
@@ -514,8 +485,7 @@ static float dot_q5_1(const void *w, const void *a, int64_t n) {
     for (int64_t i = 0; i < n / 32; i++) {
         q5_unpack(x[i].qh, x[i].qs, q);
         int32_t isum = 0;
-        for (int j = 0; j < 32; j++)
-            isum += q[j] * y[i].qs[j];
+        for (int j = 0; j < 32; j++) isum += q[j] * y[i].qs[j];
         sum += (float)isum * (qt_f16_to_f32(x[i].d) * qt_f16_to_f32(y[i].d)) +
                qt_f16_to_f32(x[i].m) * qt_f16_to_f32(y[i].s);
     }
@@ -526,8 +496,7 @@ static float dot_q5_1(const void *w, const void *a, int64_t n) {
 static void deq_q8_k(const void *src, float *dst, int64_t n) {
     const blk_q8_k *b = src;
     for (int64_t i = 0; i < n / QK_K; i++)
-        for (int j = 0; j < QK_K; j++)
-            dst[i * QK_K + j] = b[i].d * b[i].qs[j];
+        for (int j = 0; j < QK_K; j++) dst[i * QK_K + j] = b[i].d * b[i].qs[j];
 }
 
 /* ggml's reference: scaled by the signed max so that element maps to -127; bsums hold the
@@ -554,8 +523,7 @@ static void q_q8_k(const float *src, void *dst, int64_t n) {
         }
         for (int g = 0; g < QK_K / 16; g++) {
             int s = 0;
-            for (int l = 0; l < 16; l++)
-                s += b[i].qs[g * 16 + l];
+            for (int l = 0; l < 16; l++) s += b[i].qs[g * 16 + l];
             b[i].bsums[g] = (int16_t)s;
         }
         b[i].d = 1 / iscale;
@@ -604,8 +572,7 @@ static void deq_q4_k(const void *src, float *dst, int64_t n) {
             int sc, m;
             q4k_get_scale_min(b[i].scales, j, &sc, &m);
             float ds = d * sc, dm = dmin * m;
-            for (int l = 0; l < 32; l++)
-                dst[i * QK_K + 32 * j + l] = ds * q[32 * j + l] - dm;
+            for (int l = 0; l < 32; l++) dst[i * QK_K + 32 * j + l] = ds * q[32 * j + l] - dm;
         }
     }
 }
@@ -649,7 +616,8 @@ static void q_q4_k(const float *src, void *dst, int64_t n) {
         for (int j = 0; j < 8; j++) {
             float ds = d * sc[j], dm = dmin * m[j];
             for (int l = 0; l < 32; l++)
-                q[32 * j + l] = (uint8_t)(ds > 0 ? clampi(round_even((x[32 * j + l] + dm) / ds), 0, 15) : 0);
+                q[32 * j + l] =
+                    (uint8_t)(ds > 0 ? clampi(round_even((x[32 * j + l] + dm) / ds), 0, 15) : 0);
         }
         for (int c = 0; c < 4; c++)
             for (int l = 0; l < 32; l++)
@@ -669,8 +637,7 @@ static float dot_q4_k(const void *w, const void *a, int64_t n) {
             int sc, m;
             q4k_get_scale_min(x[i].scales, j, &sc, &m);
             int32_t s = 0;
-            for (int l = 0; l < 32; l++)
-                s += q[32 * j + l] * y[i].qs[32 * j + l];
+            for (int l = 0; l < 32; l++) s += q[32 * j + l] * y[i].qs[32 * j + l];
             isum += sc * s;
             /* the min term needs only the activation sums, which bsums carry */
             msum += m * (y[i].bsums[2 * j] + y[i].bsums[2 * j + 1]);
@@ -686,8 +653,10 @@ static float dot_q4_k(const void *w, const void *a, int64_t n) {
 static void q5k_unpack(const blk_q5_k *b, uint8_t *q) {
     for (int c = 0; c < 4; c++)
         for (int l = 0; l < 32; l++) {
-            q[64 * c + l] = (uint8_t)((b->qs[32 * c + l] & 0x0f) | (((b->qh[l] >> (2 * c)) & 1) << 4));
-            q[64 * c + 32 + l] = (uint8_t)((b->qs[32 * c + l] >> 4) | (((b->qh[l] >> (2 * c + 1)) & 1) << 4));
+            q[64 * c + l] =
+                (uint8_t)((b->qs[32 * c + l] & 0x0f) | (((b->qh[l] >> (2 * c)) & 1) << 4));
+            q[64 * c + 32 + l] =
+                (uint8_t)((b->qs[32 * c + l] >> 4) | (((b->qh[l] >> (2 * c + 1)) & 1) << 4));
         }
 }
 
@@ -711,8 +680,7 @@ static void deq_q5_k(const void *src, float *dst, int64_t n) {
             int sc, m;
             q4k_get_scale_min(b[i].scales, j, &sc, &m);
             float ds = d * sc, dm = dmin * m;
-            for (int l = 0; l < 32; l++)
-                dst[i * QK_K + 32 * j + l] = ds * q[32 * j + l] - dm;
+            for (int l = 0; l < 32; l++) dst[i * QK_K + 32 * j + l] = ds * q[32 * j + l] - dm;
         }
     }
 }
@@ -727,15 +695,12 @@ static float q5k_fit(const float *x, const float *w, uint8_t *L, float *neg_min)
     enum { NMAX = 31 };
     float mn = x[0], mx = x[0], sw = w[0], sx = w[0] * x[0];
     for (int i = 1; i < 32; i++) {
-        if (x[i] < mn)
-            mn = x[i];
-        if (x[i] > mx)
-            mx = x[i];
+        if (x[i] < mn) mn = x[i];
+        if (x[i] > mx) mx = x[i];
         sw += w[i];
         sx += w[i] * x[i];
     }
-    if (mn > 0)
-        mn = 0;
+    if (mn > 0) mn = 0;
     if (mx == mn) {
         memset(L, 0, 32);
         *neg_min = -mn;
@@ -761,8 +726,7 @@ static float q5k_fit(const float *x, const float *w, uint8_t *L, float *neg_min)
             sxl += w[i] * l * x[i];
         }
         float det = sw * sl2 - sl * sl;
-        if (!(det > 0))
-            continue;
+        if (!(det > 0)) continue;
         float s = (sw * sxl - sx * sl) / det;
         float m = (sl2 * sx - sl * sxl) / det;
         if (m > 0) { /* the offset can only be subtracted: refit the scale alone */
@@ -797,16 +761,12 @@ static void q_q5_k(const float *src, void *dst, int64_t n) {
         for (int j = 0; j < 8; j++) {
             const float *xs = x + 32 * j;
             float s2 = 0, w[32];
-            for (int l = 0; l < 32; l++)
-                s2 += xs[l] * xs[l];
+            for (int l = 0; l < 32; l++) s2 += xs[l] * xs[l];
             float rms = sqrtf(s2 / 32);
-            for (int l = 0; l < 32; l++)
-                w[l] = rms + fabsf(xs[l]);
+            for (int l = 0; l < 32; l++) w[l] = rms + fabsf(xs[l]);
             scale[j] = q5k_fit(xs, w, L + 32 * j, &mn[j]);
-            if (scale[j] > max_scale)
-                max_scale = scale[j];
-            if (mn[j] > max_min)
-                max_min = mn[j];
+            if (scale[j] > max_scale) max_scale = scale[j];
+            if (mn[j] > max_min) max_min = mn[j];
         }
         float inv_s = max_scale > 0 ? 63.f / max_scale : 0.f;
         float inv_m = max_min > 0 ? 63.f / max_min : 0.f;
@@ -824,8 +784,7 @@ static void q_q5_k(const float *src, void *dst, int64_t n) {
         float d = qt_f16_to_f32(b[i].d), dmin = qt_f16_to_f32(b[i].dmin);
         for (int j = 0; j < 8; j++) {
             float ds = d * sc[j];
-            if (ds == 0)
-                continue;
+            if (ds == 0) continue;
             float dm = dmin * m[j];
             for (int l = 0; l < 32; l++)
                 L[32 * j + l] = (uint8_t)clampi(round_even((x[32 * j + l] + dm) / ds), 0, 31);
@@ -846,8 +805,7 @@ static float dot_q5_k(const void *w, const void *a, int64_t n) {
             int sc, m;
             q4k_get_scale_min(x[i].scales, j, &sc, &m);
             int32_t s = 0;
-            for (int l = 0; l < 32; l++)
-                s += q[32 * j + l] * y[i].qs[32 * j + l];
+            for (int l = 0; l < 32; l++) s += q[32 * j + l] * y[i].qs[32 * j + l];
             isum += sc * s;
             msum += m * (y[i].bsums[2 * j] + y[i].bsums[2 * j + 1]);
         }
@@ -893,8 +851,7 @@ static void deq_q6_k(const void *src, float *dst, int64_t n) {
     for (int64_t i = 0; i < n / QK_K; i++) {
         float d = qt_f16_to_f32(b[i].d);
         q6k_unpack(&b[i], q);
-        for (int j = 0; j < QK_K; j++)
-            dst[i * QK_K + j] = d * b[i].scales[j / 16] * q[j];
+        for (int j = 0; j < QK_K; j++) dst[i * QK_K + j] = d * b[i].scales[j / 16] * q[j];
     }
 }
 
@@ -924,7 +881,8 @@ static void q_q6_k(const float *src, void *dst, int64_t n) {
             b[i].scales[j] = (int8_t)sc;
             float ds = d * sc;
             for (int l = 0; l < 16; l++)
-                q[16 * j + l] = (uint8_t)(ds != 0 ? clampi(round_even(x[16 * j + l] / ds), -32, 31) + 32 : 32);
+                q[16 * j + l] =
+                    (uint8_t)(ds != 0 ? clampi(round_even(x[16 * j + l] / ds), -32, 31) + 32 : 32);
         }
         b[i].d = hd;
         q6k_pack(&b[i], q);
@@ -941,8 +899,7 @@ static float dot_q6_k(const void *w, const void *a, int64_t n) {
         int32_t isum = 0;
         for (int j = 0; j < 16; j++) {
             int32_t s = 0;
-            for (int l = 0; l < 16; l++)
-                s += q[16 * j + l] * y[i].qs[16 * j + l];
+            for (int l = 0; l < 16; l++) s += q[16 * j + l] * y[i].qs[16 * j + l];
             isum += x[i].scales[j] * s;
         }
         sum += qt_f16_to_f32(x[i].d) * y[i].d * (float)isum;
@@ -960,10 +917,10 @@ typedef struct {
     int64_t blk;  /* elements per block; 0 = id not a ggml type */
     size_t bytes; /* bytes per block */
     uint32_t dot_type;
-    deq_fn deq;   /* NULL: cannot compute with this type */
-    q_fn quant;   /* weight quantizer (writer) */
-    q_fn act;     /* activation converter when this is a vec-dot type */
-    dot_fn dot;   /* dot of a row of this type with activations of dot_type */
+    deq_fn deq; /* NULL: cannot compute with this type */
+    q_fn quant; /* weight quantizer (writer) */
+    q_fn act;   /* activation converter when this is a vec-dot type */
+    dot_fn dot; /* dot of a row of this type with activations of dot_type */
 } type_info;
 
 /* Sizes of ggml types we cannot compute with are kept so files holding them can still be
@@ -1004,8 +961,7 @@ static const type_info types[QT_MAX_ID] = {
 };
 
 static const type_info *info(uint32_t type) {
-    if (type >= QT_MAX_ID || types[type].blk == 0)
-        return NULL;
+    if (type >= QT_MAX_ID || types[type].blk == 0) return NULL;
     return &types[type];
 }
 
@@ -1029,11 +985,9 @@ int qt_from_name(const char *name) {
         {"q4_0", QT_Q4_0}, {"q4_1", QT_Q4_1}, {"q5_0", QT_Q5_0}, {"q5_1", QT_Q5_1},
         {"q4_k", QT_Q4_K}, {"q5_k", QT_Q5_K}, {"q6_k", QT_Q6_K}, {"q4_k_m", QT_Q4_K},
     };
-    if (!name)
-        return -1;
+    if (!name) return -1;
     for (size_t i = 0; i < sizeof names / sizeof names[0]; i++)
-        if (strcasecmp(name, names[i].name) == 0)
-            return names[i].type;
+        if (strcasecmp(name, names[i].name) == 0) return names[i].type;
     return -1;
 }
 
@@ -1049,18 +1003,15 @@ size_t qt_block_bytes(uint32_t type) {
 
 size_t qt_row_bytes(uint32_t type, int64_t n) {
     const type_info *t = info(type);
-    if (!t || n < 0 || n % t->blk != 0)
-        return 0;
+    if (!t || n < 0 || n % t->blk != 0) return 0;
     /* a row larger than the address space cannot exist; say 0 rather than wrap */
-    if ((uint64_t)(n / t->blk) > SIZE_MAX / t->bytes)
-        return 0;
+    if ((uint64_t)(n / t->blk) > SIZE_MAX / t->bytes) return 0;
     return (size_t)(n / t->blk) * t->bytes;
 }
 
 void qt_dequant_row(uint32_t type, const void *src, float *dst, int64_t n) {
     const type_info *t = info(type);
-    if (!t || !t->deq || n <= 0 || n % t->blk != 0)
-        return;
+    if (!t || !t->deq || n <= 0 || n % t->blk != 0) return;
     t->deq(src, dst, n);
 }
 
@@ -1069,12 +1020,11 @@ int qt_quantize_row(uint32_t type, const float *src, void *dst, int64_t n) {
     if (!t || !t->quant)
         return sh_error_set(SH_EINVAL, "cannot quantize to type %s (%u)", qt_name(type), type);
     if (n < 0 || n % t->blk != 0)
-        return sh_error_set(SH_EINVAL, "row of %lld elements is not a multiple of %s's block of %lld",
+        return sh_error_set(SH_EINVAL,
+                            "row of %lld elements is not a multiple of %s's block of %lld",
                             (long long)n, t->name, (long long)t->blk);
-    if (n > 0 && (!src || !dst))
-        return sh_error_set(SH_EINVAL, "quantize_row: NULL buffer");
-    if (n > 0)
-        t->quant(src, dst, n);
+    if (n > 0 && (!src || !dst)) return sh_error_set(SH_EINVAL, "quantize_row: NULL buffer");
+    if (n > 0) t->quant(src, dst, n);
     return SH_OK;
 }
 
@@ -1098,10 +1048,10 @@ static void matmul_generic(uint32_t weight_type, const void *w, size_t rb, int64
 }
 
 /* The table holds plain function pointers, so each weight type gets a tiny wrapper. */
-#define MATMUL_GENERIC(T)                                                                      \
-    static void mm_generic_##T(const void *w, size_t rb, int64_t n, int64_t r0, int64_t r1,     \
-                               const void *act, size_t as, int32_t nt, float *y, int64_t ys) { \
-        matmul_generic(QT_##T, w, rb, n, r0, r1, act, as, nt, y, ys);                          \
+#define MATMUL_GENERIC(T)                                                                          \
+    static void mm_generic_##T(const void *w, size_t rb, int64_t n, int64_t r0, int64_t r1,        \
+                               const void *act, size_t as, int32_t nt, float *y, int64_t ys) {     \
+        matmul_generic(QT_##T, w, rb, n, r0, r1, act, as, nt, y, ys);                              \
     }
 MATMUL_GENERIC(F32)
 MATMUL_GENERIC(F16)
@@ -1123,18 +1073,15 @@ static float dot_f32_generic(const float *a, const float *b, int64_t n) {
 }
 
 static void axpy_f32_generic(float *y, float a, const float *x, int64_t n) {
-    for (int64_t i = 0; i < n; i++)
-        y[i] += a * x[i];
+    for (int64_t i = 0; i < n; i++) y[i] += a * x[i];
 }
 
 static void f16_to_f32_row_generic(const uint16_t *src, float *dst, int64_t n) {
-    for (int64_t i = 0; i < n; i++)
-        dst[i] = qt_f16_to_f32(src[i]);
+    for (int64_t i = 0; i < n; i++) dst[i] = qt_f16_to_f32(src[i]);
 }
 
 static void f32_to_f16_row_generic(const float *src, uint16_t *dst, int64_t n) {
-    for (int64_t i = 0; i < n; i++)
-        dst[i] = qt_f32_to_f16(src[i]);
+    for (int64_t i = 0; i < n; i++) dst[i] = qt_f32_to_f16(src[i]);
 }
 
 /* ---- instruction-set dispatch ---- */
@@ -1162,8 +1109,7 @@ static void isa_init(void) {
     g->matmul[QT_Q5_K] = mm_generic_Q5_K;
     g->matmul[QT_Q4_K] = mm_generic_Q4_K;
     g->matmul[QT_Q6_K] = mm_generic_Q6_K;
-    for (int t = 0; t < QT_MAX_ID; t++)
-        g->act[t] = types[t].act;
+    for (int t = 0; t < QT_MAX_ID; t++) g->act[t] = types[t].act;
     g->dot_f32 = dot_f32_generic;
     g->axpy_f32 = axpy_f32_generic;
     g->f16_to_f32_row = f16_to_f32_row_generic;
@@ -1180,13 +1126,11 @@ static void isa_init(void) {
         int cap = strcasecmp(env, "generic") == 0 ? QT_ISA_GENERIC
                   : strcasecmp(env, "avx2") == 0  ? QT_ISA_AVX2
                                                   : QT_ISA_AVX512;
-        if (cap < use)
-            use = cap;
+        if (cap < use) use = cap;
     }
     atomic_store(&isa_cur, use);
     atomic_store(&kern_cur, &levels[use]);
 }
-
 
 static const qti_kernels *kern_slow(void) {
     pthread_once(&isa_once, isa_init);
@@ -1210,10 +1154,8 @@ int qt_isa_best(void) {
 
 int qt_set_isa(int isa) {
     pthread_once(&isa_once, isa_init);
-    if (isa < QT_ISA_GENERIC)
-        isa = QT_ISA_GENERIC;
-    if (isa > isa_best)
-        isa = isa_best;
+    if (isa < QT_ISA_GENERIC) isa = QT_ISA_GENERIC;
+    if (isa > isa_best) isa = isa_best;
     atomic_store(&isa_cur, isa);
     atomic_store(&kern_cur, &levels[isa]);
     return isa;
@@ -1228,15 +1170,13 @@ const char *qt_isa_name(int isa) {
 void qt_prep_act(uint32_t weight_type, const float *x, void *buf, int64_t n) {
     uint32_t at = qt_vec_dot_type(weight_type);
     const type_info *a = info(at);
-    if (!a || !a->act || n <= 0 || n % a->blk != 0)
-        return;
+    if (!a || !a->act || n <= 0 || n % a->blk != 0) return;
     kern()->act[at](x, buf, n);
 }
 
 float qt_vec_dot(uint32_t weight_type, const void *w_row, const void *act, int64_t n) {
     const type_info *t = info(weight_type);
-    if (!t || !t->dot || n <= 0 || n % t->blk != 0)
-        return 0.0f;
+    if (!t || !t->dot || n <= 0 || n % t->blk != 0) return 0.0f;
     float y = 0.0f;
     kern()->matmul[weight_type](w_row, 0, n, 0, 1, act, 0, 1, &y, 0);
     return y;
@@ -1245,10 +1185,9 @@ float qt_vec_dot(uint32_t weight_type, const void *w_row, const void *act, int64
 void qt_matmul(uint32_t weight_type, const void *w, int64_t n, int64_t r0, int64_t r1,
                const void *act, size_t act_stride, int32_t n_tok, float *y, int64_t y_stride) {
     const type_info *t = info(weight_type);
-    if (!t || !t->dot || n <= 0 || n % t->blk != 0 || r1 <= r0 || n_tok <= 0)
-        return;
-    kern()->matmul[weight_type](w, qt_row_bytes(weight_type, n), n, r0, r1, act, act_stride,
-                                n_tok, y, y_stride);
+    if (!t || !t->dot || n <= 0 || n % t->blk != 0 || r1 <= r0 || n_tok <= 0) return;
+    kern()->matmul[weight_type](w, qt_row_bytes(weight_type, n), n, r0, r1, act, act_stride, n_tok,
+                                y, y_stride);
 }
 
 float qt_dot_f32(const float *a, const float *b, int64_t n) {
@@ -1256,16 +1195,13 @@ float qt_dot_f32(const float *a, const float *b, int64_t n) {
 }
 
 void qt_axpy_f32(float *y, float a, const float *x, int64_t n) {
-    if (n > 0)
-        kern()->axpy_f32(y, a, x, n);
+    if (n > 0) kern()->axpy_f32(y, a, x, n);
 }
 
 void qt_f16_to_f32_row(const uint16_t *src, float *dst, int64_t n) {
-    if (n > 0)
-        kern()->f16_to_f32_row(src, dst, n);
+    if (n > 0) kern()->f16_to_f32_row(src, dst, n);
 }
 
 void qt_f32_to_f16_row(const float *src, uint16_t *dst, int64_t n) {
-    if (n > 0)
-        kern()->f32_to_f16_row(src, dst, n);
+    if (n > 0) kern()->f32_to_f16_row(src, dst, n);
 }

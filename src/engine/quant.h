@@ -31,11 +31,11 @@ enum {
     QT_MAX_ID = 40
 };
 
-int qt_supported(uint32_t type);        /* 1 if this engine can compute with the type */
-const char *qt_name(uint32_t type);     /* "Q4_K" ...; "?" for unknown ids */
-int qt_from_name(const char *name);     /* case-insensitive; -1 if unknown */
-int64_t qt_block_elems(uint32_t type);  /* elements per block (1 for float types) */
-size_t qt_block_bytes(uint32_t type);   /* bytes per block */
+int qt_supported(uint32_t type);       /* 1 if this engine can compute with the type */
+const char *qt_name(uint32_t type);    /* "Q4_K" ...; "?" for unknown ids */
+int qt_from_name(const char *name);    /* case-insensitive; -1 if unknown */
+int64_t qt_block_elems(uint32_t type); /* elements per block (1 for float types) */
+size_t qt_block_bytes(uint32_t type);  /* bytes per block */
 /* Bytes for a row of n elements; 0 if n is not a multiple of the block size or type unknown. */
 size_t qt_row_bytes(uint32_t type, int64_t n);
 
