@@ -89,7 +89,9 @@ int cmd_bench(int argc, char **argv) {
         goto out;
     }
     toks = malloc(sizeof(int32_t) * (size_t)need);
-    logits = malloc(sizeof(float) * (size_t)hp->n_vocab);
+    /* every sequence gets its logits, as a server's would: the output matrix is part of
+     * each generated token's cost */
+    logits = malloc(sizeof(float) * (size_t)hp->n_vocab * (size_t)par);
     if (!toks || !logits) {
         st = sh_error_set(SH_ENOMEM, "out of memory");
         goto out;
@@ -118,7 +120,8 @@ int cmd_bench(int argc, char **argv) {
         double t0 = cli_now_ms();
         for (int64_t i = 0; i < n_tg; i++) {
             for (int k = 0; k < par; k++)
-                items[k] = (model_batch){seqs[k], &toks[8 + i + k], 1, k == 0 ? logits : NULL};
+                items[k] =
+                    (model_batch){seqs[k], &toks[8 + i + k], 1, logits + (size_t)k * hp->n_vocab};
             if ((st = model_eval_batch(ws, items, (int)par))) goto out;
         }
         tg_ms = cli_now_ms() - t0;

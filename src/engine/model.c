@@ -624,8 +624,7 @@ static void attn_task(model_ws *w, int layer, int kvh, int32_t r0, int32_t nr, i
             for (int g = 0; g < group; g++) {
                 const float *q = qv + ((size_t)r * group + g) * hd;
                 float *row = sc + ((size_t)r * group + g) * w->max_ctx + p0;
-                for (int32_t p = 0; p < lim; p++)
-                    row[p] = qt_dot_f32(q, kb + (size_t)p * stride, hd) * scale;
+                qt_dot_f32_rows(q, kb, stride, lim, hd, scale, row);
             }
         }
     }
@@ -642,11 +641,8 @@ static void attn_task(model_ws *w, int layer, int kvh, int32_t r0, int32_t nr, i
                 sum += row[p];
             }
             float inv = (float)(1.0 / sum);
-            for (int32_t p = 0; p < n_keys; p++) {
-                row[p] *= inv;
-                if (s->kv_type == KV_F16)
-                    row[p] = round_f16(row[p]); /* ggml: F16 V x F32 weights */
-            }
+            for (int32_t p = 0; p < n_keys; p++) row[p] *= inv;
+            if (s->kv_type == KV_F16) qt_round_f16_row(row, n_keys); /* ggml: F16 V x F32 weights */
             float *o =
                 w->att_out + (size_t)(r0 + r) * hp->n_head * hdv + (size_t)(kvh * group + g) * hdv;
             memset(o, 0, sizeof(float) * (size_t)hdv);
@@ -663,8 +659,7 @@ static void attn_task(model_ws *w, int layer, int kvh, int32_t r0, int32_t nr, i
                 const float *row = sc + ((size_t)r * group + g) * w->max_ctx + p0;
                 float *o = w->att_out + (size_t)(r0 + r) * hp->n_head * hdv +
                            (size_t)(kvh * group + g) * hdv;
-                for (int32_t p = 0; p < lim; p++)
-                    qt_axpy_f32(o, row[p], vb + (size_t)p * stride, hdv);
+                qt_axpy_f32_rows(o, row, vb, stride, lim, hdv);
             }
         }
     }

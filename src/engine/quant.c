@@ -1084,11 +1084,25 @@ static void f32_to_f16_row_generic(const float *src, uint16_t *dst, int64_t n) {
     for (int64_t i = 0; i < n; i++) dst[i] = qt_f32_to_f16(src[i]);
 }
 
+static void dot_f32_rows_generic(const float *q, const float *k, size_t stride, int64_t nk,
+                                 int64_t n, float scale, float *out) {
+    for (int64_t j = 0; j < nk; j++) out[j] = dot_f32(q, k + (size_t)j * stride, n) * scale;
+}
+
+static void axpy_f32_rows_generic(float *o, const float *p, const float *v, size_t stride,
+                                  int64_t nv, int64_t n) {
+    for (int64_t j = 0; j < nv; j++) axpy_f32_generic(o, p[j], v + (size_t)j * stride, n);
+}
+
+static void round_f16_row_generic(float *x, int64_t n) {
+    for (int64_t i = 0; i < n; i++) x[i] = qt_f16_to_f32(qt_f32_to_f16(x[i]));
+}
+
 /* ---- instruction-set dispatch ---- */
 
 /* One kernel table per level, built once; a level starts as a copy of the one below, so a
  * SIMD level only overrides what it implements. */
-static qti_kernels levels[QT_ISA_AVX512 + 1];
+static qti_kernels levels[QT_ISA_AVX512VBMI + 1];
 static int isa_best = QT_ISA_GENERIC;
 static atomic_int isa_cur = QT_ISA_GENERIC;
 static pthread_once_t isa_once = PTHREAD_ONCE_INIT;
@@ -1114,6 +1128,9 @@ static void isa_init(void) {
     g->axpy_f32 = axpy_f32_generic;
     g->f16_to_f32_row = f16_to_f32_row_generic;
     g->f32_to_f16_row = f32_to_f16_row_generic;
+    g->dot_f32_rows = dot_f32_rows_generic;
+    g->axpy_f32_rows = axpy_f32_rows_generic;
+    g->round_f16_row = round_f16_row_generic;
 
     isa_best = qti_x86_best();
     for (int l = QT_ISA_AVX2; l <= isa_best; l++) {
@@ -1123,9 +1140,10 @@ static void isa_init(void) {
     int use = isa_best;
     const char *env = getenv("SHAMMAH_ISA");
     if (env) { /* a cap, never a raise: an unsupported level would fault */
-        int cap = strcasecmp(env, "generic") == 0 ? QT_ISA_GENERIC
-                  : strcasecmp(env, "avx2") == 0  ? QT_ISA_AVX2
-                                                  : QT_ISA_AVX512;
+        int cap = strcasecmp(env, "generic") == 0  ? QT_ISA_GENERIC
+                  : strcasecmp(env, "avx2") == 0   ? QT_ISA_AVX2
+                  : strcasecmp(env, "avx512") == 0 ? QT_ISA_AVX512
+                                                   : QT_ISA_AVX512VBMI;
         if (cap < use) use = cap;
     }
     atomic_store(&isa_cur, use);
@@ -1162,7 +1180,10 @@ int qt_set_isa(int isa) {
 }
 
 const char *qt_isa_name(int isa) {
-    return isa == QT_ISA_AVX512 ? "avx512" : isa == QT_ISA_AVX2 ? "avx2" : "generic";
+    return isa == QT_ISA_AVX512VBMI ? "avx512vbmi"
+           : isa == QT_ISA_AVX512   ? "avx512"
+           : isa == QT_ISA_AVX2     ? "avx2"
+                                    : "generic";
 }
 
 /* ---- dispatched entry points ---- */
@@ -1204,4 +1225,18 @@ void qt_f16_to_f32_row(const uint16_t *src, float *dst, int64_t n) {
 
 void qt_f32_to_f16_row(const float *src, uint16_t *dst, int64_t n) {
     if (n > 0) kern()->f32_to_f16_row(src, dst, n);
+}
+
+void qt_dot_f32_rows(const float *q, const float *k, size_t stride, int64_t nk, int64_t n,
+                     float scale, float *out) {
+    if (nk > 0) kern()->dot_f32_rows(q, k, stride, nk, n, scale, out);
+}
+
+void qt_axpy_f32_rows(float *o, const float *p, const float *v, size_t stride, int64_t nv,
+                      int64_t n) {
+    if (nv > 0 && n > 0) kern()->axpy_f32_rows(o, p, v, stride, nv, n);
+}
+
+void qt_round_f16_row(float *x, int64_t n) {
+    if (n > 0) kern()->round_f16_row(x, n);
 }

@@ -72,15 +72,27 @@ float qt_dot_f32(const float *a, const float *b, int64_t n);
 void qt_axpy_f32(float *y, float a, const float *x, int64_t n);
 void qt_f16_to_f32_row(const uint16_t *src, float *dst, int64_t n);
 void qt_f32_to_f16_row(const float *src, uint16_t *dst, int64_t n);
+/* Many keys against one query: out[j] = qt_dot_f32(q, k + j * stride, n) * scale for j in
+ * [0, nk), to the bit (the dots are computed side by side, each in qt_dot_f32's order). */
+void qt_dot_f32_rows(const float *q, const float *k, size_t stride, int64_t nk, int64_t n,
+                     float scale, float *out);
+/* Many values into one output: for j = 0, 1, ..., nv - 1 in turn, o[i] += p[j] * v_j[i] with
+ * v_j = v + j * stride, to the bit (o stays in registers across the values). */
+void qt_axpy_f32_rows(float *o, const float *p, const float *v, size_t stride, int64_t nv,
+                      int64_t n);
+/* x[i] = (float)(f16)x[i], round to nearest even */
+void qt_round_f16_row(float *x, int64_t n);
 
 /* ---- instruction sets ---- */
 /* Kernels are chosen at run time from what the CPU supports (the build targets x86-64-v2);
  * the portable C kernels stay available and tests compare every level against them. */
-enum { QT_ISA_GENERIC = 0, QT_ISA_AVX2 = 1, QT_ISA_AVX512 = 2 };
+/* avx512vbmi: avx512 plus byte permutes (Ice Lake, Zen 4 and later) */
+enum { QT_ISA_GENERIC = 0, QT_ISA_AVX2 = 1, QT_ISA_AVX512 = 2, QT_ISA_AVX512VBMI = 3 };
 int qt_isa(void);      /* level in use */
 int qt_isa_best(void); /* best level this CPU (and build) supports */
 /* Use a level <= qt_isa_best() (tests, benchmarks; not thread-safe against running kernels).
- * Returns the level now in use. Environment SHAMMAH_ISA=generic|avx2|avx512 caps the default. */
+ * Returns the level now in use. Environment SHAMMAH_ISA=generic|avx2|avx512|avx512vbmi caps the
+ * default. */
 int qt_set_isa(int isa);
 const char *qt_isa_name(int isa);
 

@@ -106,6 +106,11 @@ typedef struct {
     void (*axpy_f32)(float *y, float a, const float *x, int64_t n);
     void (*f16_to_f32_row)(const uint16_t *src, float *dst, int64_t n);
     void (*f32_to_f16_row)(const float *src, uint16_t *dst, int64_t n);
+    void (*dot_f32_rows)(const float *q, const float *k, size_t stride, int64_t nk, int64_t n,
+                         float scale, float *out);
+    void (*axpy_f32_rows)(float *o, const float *p, const float *v, size_t stride, int64_t nv,
+                          int64_t n);
+    void (*round_f16_row)(float *x, int64_t n);
 } qti_kernels;
 
 /* Best level the CPU supports among those this build has kernels for (QT_ISA_GENERIC on

@@ -1,10 +1,12 @@
 /* quant_x86.c - AVX2 and AVX-512 kernels for quant.c's kernel table, chosen at run time.
  *
  * The build targets x86-64-v2, so each kernel carries its own target (GCC pragmas) and is
- * only installed after the CPU reported the features. Two levels:
- *   avx2:   AVX2 + FMA + F16C; 8-bit dots with vpmaddubsw (+ sign tricks).
- *   avx512: AVX-512 F/BW/VL/DQ + VNNI (vpdpbusd, vpdpwssd); BF16 dots with vdpbf16ps when
- *           the CPU has AVX512-BF16.
+ * only installed after the CPU reported the features. Three levels:
+ *   avx2:       AVX2 + FMA + F16C; 8-bit dots with vpmaddubsw (+ sign tricks).
+ *   avx512:     AVX-512 F/BW/VL/DQ + VNNI (vpdpbusd, vpdpwssd); BF16 dots with vdpbf16ps
+ *               when the CPU has AVX512-BF16.
+ *   avx512vbmi: avx512 + byte permutes (vpermb, vpermt2b): Q4_0 decode gathers four blocks'
+ *               quants and scales with two permutes.
  *
  * Three shapes of matrix product:
  *   - decode (one token): one weight row at a time. Interleaving several row streams halved
@@ -14,7 +16,8 @@
  *     rows stay in L1 while every token passes (256-bit integer template, both levels).
  *   - prompts (avx512, Q8_0/Q4_0/Q4_K/Q5_K/Q6_K): 16 weight rows repacked per vector lane,
  *     token activations broadcast; no horizontal sums, ~4x fewer instructions per product.
- *     Not Q5_0: per row its sum is one scalar chain, not llama.cpp's 8-lane order (below).
+ *     Q5_0 instead pairs rows in the two halves of a vector, so each row keeps llama.cpp's
+ *     8-lane order (a 16-row layout would make each row's sum one scalar chain).
  * Integer parts are exact (the portable code's integers). Float sums are reordered in the
  * Q8_0/Q4_0 decode kernels (Q5_0's keeps the template's order); the K-quant kernels and
  * the 16-row kernels keep the portable code's per-row float order, and the attention
@@ -47,7 +50,8 @@ int qti_x86_best(void) {
     int avx512 = __builtin_cpu_supports("avx512f") && __builtin_cpu_supports("avx512bw") &&
                  __builtin_cpu_supports("avx512vl") && __builtin_cpu_supports("avx512dq") &&
                  __builtin_cpu_supports("avx512vnni");
-    return avx512 ? QT_ISA_AVX512 : QT_ISA_AVX2;
+    if (!avx512) return QT_ISA_AVX2;
+    return __builtin_cpu_supports("avx512vbmi") ? QT_ISA_AVX512VBMI : QT_ISA_AVX512;
 }
 
 /* ---- tiling driver (no SIMD of its own) ---- */
@@ -346,6 +350,95 @@ static void axpy_f32_avx2(float *y, float a, const float *x, int64_t n) {
     for (; i < n; i++) y[i] += a * x[i];
 }
 
+/* 8 keys side by side: one 8-lane accumulator per key, then an 8x8 transpose puts lane l
+ * of every key in vector l, so the lanes are summed in dot_f32's order (0 + l0 + l1 ...)
+ * for 8 keys at once. Rows whose length is not a multiple of 8 use dot_f32_avx2. */
+AI void transpose8_ps(__m256 r[8]) {
+    __m256 t0 = _mm256_unpacklo_ps(r[0], r[1]), t1 = _mm256_unpackhi_ps(r[0], r[1]);
+    __m256 t2 = _mm256_unpacklo_ps(r[2], r[3]), t3 = _mm256_unpackhi_ps(r[2], r[3]);
+    __m256 t4 = _mm256_unpacklo_ps(r[4], r[5]), t5 = _mm256_unpackhi_ps(r[4], r[5]);
+    __m256 t6 = _mm256_unpacklo_ps(r[6], r[7]), t7 = _mm256_unpackhi_ps(r[6], r[7]);
+    __m256 u0 = _mm256_shuffle_ps(t0, t2, 0x44), u1 = _mm256_shuffle_ps(t0, t2, 0xee);
+    __m256 u2 = _mm256_shuffle_ps(t1, t3, 0x44), u3 = _mm256_shuffle_ps(t1, t3, 0xee);
+    __m256 u4 = _mm256_shuffle_ps(t4, t6, 0x44), u5 = _mm256_shuffle_ps(t4, t6, 0xee);
+    __m256 u6 = _mm256_shuffle_ps(t5, t7, 0x44), u7 = _mm256_shuffle_ps(t5, t7, 0xee);
+    r[0] = _mm256_permute2f128_ps(u0, u4, 0x20);
+    r[1] = _mm256_permute2f128_ps(u1, u5, 0x20);
+    r[2] = _mm256_permute2f128_ps(u2, u6, 0x20);
+    r[3] = _mm256_permute2f128_ps(u3, u7, 0x20);
+    r[4] = _mm256_permute2f128_ps(u0, u4, 0x31);
+    r[5] = _mm256_permute2f128_ps(u1, u5, 0x31);
+    r[6] = _mm256_permute2f128_ps(u2, u6, 0x31);
+    r[7] = _mm256_permute2f128_ps(u3, u7, 0x31);
+}
+
+static void dot_f32_rows_avx2(const float *q, const float *k, size_t stride, int64_t nk, int64_t n,
+                              float scale, float *out) {
+    int64_t j = 0;
+    if (n % 8 == 0) {
+        const __m256 vs = _mm256_set1_ps(scale);
+        for (; j + 8 <= nk; j += 8) {
+            const float *kj = k + (size_t)j * stride;
+            __m256 acc[8];
+#pragma GCC unroll 8
+            for (int u = 0; u < 8; u++) acc[u] = _mm256_setzero_ps();
+            for (int64_t i = 0; i < n; i += 8) {
+                __m256 qv = _mm256_loadu_ps(q + i);
+#pragma GCC unroll 8
+                for (int u = 0; u < 8; u++)
+                    acc[u] = _mm256_add_ps(
+                        acc[u], _mm256_mul_ps(qv, _mm256_loadu_ps(kj + (size_t)u * stride + i)));
+            }
+            transpose8_ps(acc);
+            __m256 sum = _mm256_add_ps(_mm256_setzero_ps(), acc[0]);
+#pragma GCC unroll 8
+            for (int l = 1; l < 8; l++) sum = _mm256_add_ps(sum, acc[l]);
+            _mm256_storeu_ps(out + j, _mm256_mul_ps(sum, vs));
+        }
+    }
+    for (; j < nk; j++) out[j] = dot_f32_avx2(q, k + (size_t)j * stride, n) * scale;
+}
+
+/* o in registers, 64 elements (8 vectors) a pass over the values; multiply then add */
+static void axpy_f32_rows_avx2(float *o, const float *p, const float *v, size_t stride, int64_t nv,
+                               int64_t n) {
+    int64_t i = 0;
+    for (; i + 64 <= n; i += 64) {
+        __m256 acc[8];
+#pragma GCC unroll 8
+        for (int u = 0; u < 8; u++) acc[u] = _mm256_loadu_ps(o + i + 8 * u);
+        for (int64_t j = 0; j < nv; j++) {
+            const float *vj = v + (size_t)j * stride + i;
+            __m256 pj = _mm256_set1_ps(p[j]);
+#pragma GCC unroll 8
+            for (int u = 0; u < 8; u++)
+                acc[u] = _mm256_add_ps(acc[u], _mm256_mul_ps(pj, _mm256_loadu_ps(vj + 8 * u)));
+        }
+#pragma GCC unroll 8
+        for (int u = 0; u < 8; u++) _mm256_storeu_ps(o + i + 8 * u, acc[u]);
+    }
+    for (; i + 8 <= n; i += 8) {
+        __m256 acc = _mm256_loadu_ps(o + i);
+        for (int64_t j = 0; j < nv; j++)
+            acc = _mm256_add_ps(acc, _mm256_mul_ps(_mm256_set1_ps(p[j]),
+                                                   _mm256_loadu_ps(v + (size_t)j * stride + i)));
+        _mm256_storeu_ps(o + i, acc);
+    }
+    for (; i < n; i++) {
+        float a = o[i];
+        for (int64_t j = 0; j < nv; j++) a += p[j] * v[(size_t)j * stride + i];
+        o[i] = a;
+    }
+}
+
+static void round_f16_row_avx2(float *x, int64_t n) {
+    int64_t i = 0;
+    for (; i + 8 <= n; i += 8)
+        _mm256_storeu_ps(x + i, _mm256_cvtph_ps(_mm256_cvtps_ph(_mm256_loadu_ps(x + i),
+                                                                _MM_FROUND_TO_NEAREST_INT)));
+    for (; i < n; i++) x[i] = qt_f16_to_f32(qt_f32_to_f16(x[i]));
+}
+
 static void f16_to_f32_row_avx2(const uint16_t *h, float *x, int64_t n) {
     int64_t i = 0;
     for (; i + 8 <= n; i += 8)
@@ -456,6 +549,9 @@ static void fill_avx2(qti_kernels *k) {
     k->axpy_f32 = axpy_f32_avx2;
     k->f16_to_f32_row = f16_to_f32_row_avx2;
     k->f32_to_f16_row = f32_to_f16_row_avx2;
+    k->dot_f32_rows = dot_f32_rows_avx2;
+    k->axpy_f32_rows = axpy_f32_rows_avx2;
+    k->round_f16_row = round_f16_row_avx2;
 }
 
 #pragma GCC pop_options
@@ -1074,14 +1170,108 @@ static void mm_q4_0_512(const void *w, size_t rb, int64_t n, int64_t r0, int64_t
         run_tiles(&q4_0_512_pp_set, w, rb, n, r0, r1, act, as, nt, y, ys);
 }
 
+/* ---- Q5_0 prompt kernel: row pairs, llama.cpp's float order ---- */
+/* The template's 256-bit tile keeps llama.cpp's Q5_0 order (per row and token: 8 int32
+ * lanes of 4 products, one fmadd per block, then hsum256) but spends 256-bit work and a
+ * full unpacking on every row and block. Here a 512-bit vector holds the same block of two
+ * rows ([row r | row r+1], each half exactly the template's 8 lanes) and each unpacked
+ * pair meets up to 8 tokens, so the integers and the float sums per half are the
+ * template's, bit for bit, at twice the width and with the unpacking shared by 8 tokens.
+ * (A 16-row layout, lanes = rows, was 5x faster but changes the order; see the header.) */
+#define Q50P_RN 8 /* tokens per tile: 2 pairs x 8 tokens = 16 accumulators */
+
+AI void q50_pair_tile_512(int P, int RN, const uint8_t *w, size_t rb, const uint8_t *act, size_t as,
+                          int64_t n, float *y, int64_t ys) {
+    const size_t wbs = sizeof(blk_q5_0), abs_ = sizeof(blk_q8_0);
+    const __m512i k16 = _mm512_set1_epi8(16);
+    const int64_t nb = n / QK8_0;
+    __m512 acc[2][Q50P_RN];
+#pragma GCC unroll 16
+    for (int i = 0; i < P; i++)
+#pragma GCC unroll 16
+        for (int t = 0; t < RN; t++) acc[i][t] = _mm512_setzero_ps();
+    for (int64_t b = 0; b < nb; b++) {
+        __m512i wq[2];
+        __m512 dw[2];
+#pragma GCC unroll 16
+        for (int i = 0; i < P; i++) {
+            const uint8_t *p = w + 2 * i * rb + b * wbs;
+            _mm_prefetch((const char *)p + 512, _MM_HINT_T0);
+            _mm_prefetch((const char *)p + rb + 512, _MM_HINT_T0);
+            wq[i] = q50_load2_512(p, rb, 1);
+            dw[i] = scale2_512(p, rb, 1);
+        }
+#pragma GCC unroll 16
+        for (int t = 0; t < RN; t++) {
+            const uint8_t *q = act + t * as + b * abs_;
+            __m512i a = _mm512_broadcast_i64x4(_mm256_loadu_si256((const __m256i *)(q + 2)));
+            __m512i c = _mm512_sub_epi32(_mm512_setzero_si512(),
+                                         _mm512_dpbusd_epi32(_mm512_setzero_si512(), k16, a));
+            __m512 da = _mm512_set1_ps(f16_at(q));
+#pragma GCC unroll 16
+            for (int i = 0; i < P; i++)
+                acc[i][t] = _mm512_fmadd_ps(_mm512_cvtepi32_ps(_mm512_dpbusd_epi32(c, wq[i], a)),
+                                            _mm512_mul_ps(dw[i], da), acc[i][t]);
+        }
+    }
+#pragma GCC unroll 16
+    for (int i = 0; i < P; i++)
+#pragma GCC unroll 16
+        for (int t = 0; t < RN; t++) {
+            y[t * ys + 2 * i] = hsum256(_mm512_castps512_ps256(acc[i][t]));
+            y[t * ys + 2 * i + 1] = hsum256(_mm512_extractf32x8_ps(acc[i][t], 1));
+        }
+}
+
+#define Q50P_FN(P, RN)                                                                             \
+    static void q50_pair_##P##x##RN(const uint8_t *w, size_t rb, const uint8_t *a, size_t as,      \
+                                    int64_t n, float *y, int64_t ys) {                             \
+        q50_pair_tile_512(P, RN, w, rb, a, as, n, y, ys);                                          \
+    }
+#define Q50P_FNS(P)                                                                                \
+    Q50P_FN(P, 1)                                                                                  \
+    Q50P_FN(P, 2) Q50P_FN(P, 3) Q50P_FN(P, 4) Q50P_FN(P, 5) Q50P_FN(P, 6) Q50P_FN(P, 7)            \
+        Q50P_FN(P, 8)
+Q50P_FNS(1)
+Q50P_FNS(2)
+static const tile_fn q50_pair_fns[2][Q50P_RN] = {
+    {q50_pair_1x1, q50_pair_1x2, q50_pair_1x3, q50_pair_1x4, q50_pair_1x5, q50_pair_1x6,
+     q50_pair_1x7, q50_pair_1x8},
+    {q50_pair_2x1, q50_pair_2x2, q50_pair_2x3, q50_pair_2x4, q50_pair_2x5, q50_pair_2x6,
+     q50_pair_2x7, q50_pair_2x8}};
+
+/* Rows in fours (two pairs), then a last pair, then a last single row through the
+ * template's one-row tiles (the same order); tokens in groups of Q50P_RN. */
+static void q50_pp_512(const uint8_t *w, size_t rb, int64_t n, int64_t r0, int64_t r1,
+                       const uint8_t *act, size_t as, int32_t nt, float *y, int64_t ys) {
+    for (int64_t r = r0; r < r1;) {
+        int64_t left = r1 - r;
+        int pairs = left >= 4 ? 2 : left >= 2 ? 1 : 0;
+        for (int32_t t = 0; t < nt;) {
+            int32_t rn;
+            if (pairs) {
+                rn = nt - t < Q50P_RN ? nt - t : Q50P_RN;
+                q50_pair_fns[pairs - 1][rn - 1](w + (size_t)r * rb, rb, act + (size_t)t * as, as, n,
+                                                y + t * ys + r, ys);
+            } else {
+                rn = nt - t < 4 ? nt - t : 4;
+                q5_0_pp_avx512_set.one[rn - 1](w + (size_t)r * rb, rb, act + (size_t)t * as, as, n,
+                                               y + t * ys + r, ys);
+            }
+            t += rn;
+        }
+        r += pairs ? 2 * pairs : 1;
+    }
+}
+
 static void mm_q5_0_512(const void *w, size_t rb, int64_t n, int64_t r0, int64_t r1,
                         const void *act, size_t as, int32_t nt, float *y, int64_t ys) {
     if (nt == 1 && n <= 2 * DEC_PAIRS * QK8_0)
         q50_dec_512(w, rb, n, r0, r1, act, y);
     else if (nt == 1)
         run_tiles(&q5_0_dec_avx512_set, w, rb, n, r0, r1, act, as, nt, y, ys);
-    else /* no 16-row prompt kernel: its per-row float order would leave llama.cpp's */
-        run_tiles(&q5_0_pp_avx512_set, w, rb, n, r0, r1, act, as, nt, y, ys);
+    else /* row pairs: llama.cpp's float order (no 16-row kernel, see above) */
+        q50_pp_512(w, rb, n, r0, r1, act, as, nt, y, ys);
 }
 
 /* ---- Q4_K / Q5_K decode with 512-bit vectors ---- */
@@ -1723,12 +1913,138 @@ QX_MATMUL(mm_bf16dp, bf16dp_dec, bf16dp_pp)
 
 #pragma GCC pop_options
 
+/* ---- AVX512-VBMI: byte permutes gather a group of blocks' quants and scales ---- */
+#pragma GCC push_options
+#pragma GCC target("avx2,fma,f16c,avx512f,avx512bw,avx512vl,avx512dq,avx512vnni,avx512vbmi")
+
+/* Q4_0 decode, four blocks (72 bytes, 128 weights) a step. One 64-byte load plus the 8
+ * bytes after it hold the four blocks; a two-source byte permute puts their 16 quant bytes
+ * in the four 128-bit lanes and a one-source one spreads their four fp16 scales over the
+ * lanes' dwords. The pairwise kernel spends about as many instructions on two blocks as
+ * this one does on four (scalar scale loads, inserts), and Q4_0 decode is compute-bound
+ * on one core. Same integers; the float sum is per 4-element lane, one fmadd per block
+ * group, like the pairwise kernel's. The activation side (quants split into low and high
+ * halves per lane, -8 * their sums, scales) is prepared once per call. */
+#define V4_GROUPS 64 /* groups of 4 blocks prepared at once: 8192 elements */
+
+static const uint8_t q40v_iq[64] = {
+#define Q40V_L(k)                                                                                  \
+    18 * k + 2, 18 * k + 3, 18 * k + 4, 18 * k + 5, 18 * k + 6, 18 * k + 7, 18 * k + 8,            \
+        18 * k + 9, 18 * k + 10, 18 * k + 11, 18 * k + 12, 18 * k + 13, 18 * k + 14, 18 * k + 15,  \
+        18 * k + 16, 18 * k + 17
+    Q40V_L(0), Q40V_L(1), Q40V_L(2), Q40V_L(3)
+#undef Q40V_L
+};
+/* fp16 scale of block k into halfwords 4k..4k+3 (the lanes of block k), then zeros */
+static const uint8_t q40v_id[64] = {
+#define Q40V_D(k) 18 * k, 18 * k + 1, 18 * k, 18 * k + 1, 18 * k, 18 * k + 1, 18 * k, 18 * k + 1
+    Q40V_D(0), Q40V_D(1), Q40V_D(2), Q40V_D(3)
+#undef Q40V_D
+};
+
+static void q40_dec_vbmi(const uint8_t *w, size_t rb, int64_t n, int64_t r0, int64_t r1,
+                         const uint8_t *act, float *y) {
+    const size_t wbs = sizeof(blk_q4_0), abs_ = sizeof(blk_q8_0);
+    const __m512i m4 = _mm512_set1_epi8(0x0f), k8 = _mm512_set1_epi8(8);
+    const __m512i iq = _mm512_loadu_si512(q40v_iq), id = _mm512_loadu_si512(q40v_id);
+    __m512i alo[V4_GROUPS], ahi[V4_GROUPS], cv[V4_GROUPS];
+    __m512 dav[V4_GROUPS];
+    const int64_t nb = n / QK8_0;
+    for (int64_t b0 = 0; b0 < nb; b0 += 4 * V4_GROUPS) {
+        const int64_t nbc = nb - b0 < 4 * V4_GROUPS ? nb - b0 : 4 * V4_GROUPS;
+        const int64_t nfull = nbc / 4, ng = (nbc + 3) / 4;
+        for (int64_t g = 0; g < ng; g++) {
+            __m512i lo = _mm512_setzero_si512(), hi = _mm512_setzero_si512();
+            uint16_t h[16] = {0};
+            for (int k = 0; k < 4 && 4 * g + k < nbc; k++) {
+                const uint8_t *q = act + (b0 + 4 * g + k) * abs_;
+                __m128i l = _mm_loadu_si128((const __m128i *)(q + 2)),
+                        u = _mm_loadu_si128((const __m128i *)(q + 18));
+                switch (k) { /* the lane index must be a constant */
+                case 0:
+                    lo = _mm512_inserti32x4(lo, l, 0);
+                    hi = _mm512_inserti32x4(hi, u, 0);
+                    break;
+                case 1:
+                    lo = _mm512_inserti32x4(lo, l, 1);
+                    hi = _mm512_inserti32x4(hi, u, 1);
+                    break;
+                case 2:
+                    lo = _mm512_inserti32x4(lo, l, 2);
+                    hi = _mm512_inserti32x4(hi, u, 2);
+                    break;
+                default:
+                    lo = _mm512_inserti32x4(lo, l, 3);
+                    hi = _mm512_inserti32x4(hi, u, 3);
+                    break;
+                }
+                uint16_t d;
+                memcpy(&d, q, 2);
+                h[4 * k] = h[4 * k + 1] = h[4 * k + 2] = h[4 * k + 3] = d;
+            }
+            alo[g] = lo;
+            ahi[g] = hi;
+            dav[g] = _mm512_cvtph_ps(_mm256_loadu_si256((const __m256i *)h));
+            cv[g] = _mm512_sub_epi32(
+                _mm512_setzero_si512(),
+                _mm512_dpbusd_epi32(_mm512_dpbusd_epi32(_mm512_setzero_si512(), k8, lo), k8, hi));
+        }
+        for (int64_t r = r0; r < r1; r++) {
+            const uint8_t *p = w + (size_t)r * rb + b0 * wbs;
+            __m512 acc0 = _mm512_setzero_ps(), acc1 = _mm512_setzero_ps();
+            int64_t g = 0;
+            for (; g < nfull; g++, p += 4 * wbs) {
+                __m512i a = _mm512_loadu_si512(p);
+                __m512i b = _mm512_castsi128_si512(_mm_loadl_epi64((const __m128i *)(p + 64)));
+                __m512i qv = _mm512_permutex2var_epi8(a, iq, b);
+                __m512i pr = _mm512_dpbusd_epi32(
+                    _mm512_dpbusd_epi32(cv[g], _mm512_and_si512(qv, m4), alo[g]),
+                    _mm512_and_si512(_mm512_srli_epi16(qv, 4), m4), ahi[g]);
+                __m512 dw = _mm512_cvtph_ps(_mm512_castsi512_si256(_mm512_permutexvar_epi8(id, a)));
+                /* two accumulators: consecutive fmadds need not wait for each other */
+                if (g & 1)
+                    acc1 = _mm512_fmadd_ps(_mm512_cvtepi32_ps(pr), _mm512_mul_ps(dw, dav[g]), acc1);
+                else
+                    acc0 = _mm512_fmadd_ps(_mm512_cvtepi32_ps(pr), _mm512_mul_ps(dw, dav[g]), acc0);
+            }
+            if (g < ng) { /* 1-3 blocks: the rest of the group reads as zeros */
+                __mmask64 m = _cvtu64_mask64((1ull << (18 * (nbc - 4 * g))) - 1);
+                __m512i a = _mm512_maskz_loadu_epi8(m, p);
+                __m512i qv = _mm512_permutexvar_epi8(iq, a);
+                __m512i pr = _mm512_dpbusd_epi32(
+                    _mm512_dpbusd_epi32(cv[g], _mm512_and_si512(qv, m4), alo[g]),
+                    _mm512_and_si512(_mm512_srli_epi16(qv, 4), m4), ahi[g]);
+                __m512 dw = _mm512_cvtph_ps(_mm512_castsi512_si256(_mm512_permutexvar_epi8(id, a)));
+                acc0 = _mm512_fmadd_ps(_mm512_cvtepi32_ps(pr), _mm512_mul_ps(dw, dav[g]), acc0);
+            }
+            float s = _mm512_reduce_add_ps(_mm512_add_ps(acc0, acc1));
+            y[r] = b0 == 0 ? s : y[r] + s;
+        }
+    }
+}
+
+static void mm_q4_0_vbmi(const void *w, size_t rb, int64_t n, int64_t r0, int64_t r1,
+                         const void *act, size_t as, int32_t nt, float *y, int64_t ys) {
+    if (nt == 1)
+        q40_dec_vbmi(w, rb, n, r0, r1, act, y);
+    else
+        mm_q4_0_512(w, rb, n, r0, r1, act, as, nt, y, ys);
+}
+
+static void fill_avx512vbmi(qti_kernels *k) {
+    k->matmul[QT_Q4_0] = mm_q4_0_vbmi;
+}
+
+#pragma GCC pop_options
+
 void qti_x86_fill(int isa, qti_kernels *k) {
     if (isa == QT_ISA_AVX2) {
         fill_avx2(k);
     } else if (isa == QT_ISA_AVX512) {
         fill_avx512(k);
         if (has_avx512bf16()) k->matmul[QT_BF16] = mm_bf16dp;
+    } else if (isa == QT_ISA_AVX512VBMI) {
+        fill_avx512vbmi(k);
     }
 }
 

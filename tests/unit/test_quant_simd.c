@@ -34,7 +34,7 @@ static void fill(float *x, int64_t n) {
     }
 }
 
-static int levels_run[QT_ISA_AVX512 + 1];
+static int levels_run[QT_ISA_AVX512VBMI + 1];
 
 /* Levels above generic this CPU supports; 0 when there are none. */
 static int simd_levels(int *out) {
@@ -185,8 +185,9 @@ static void test_matmul_q8_0(void **state) {
 
 static void test_matmul_q4_0(void **state) {
     (void)state;
-    static const int64_t sizes[] = {32, 64, 96, 896, 4096, 8192 + 96};
-    run_type(QT_Q4_0, sizes, 6);
+    /* 160: one full group of 4 blocks and a tail of 1 in the avx512vbmi decode kernel */
+    static const int64_t sizes[] = {32, 64, 96, 160, 896, 4096, 8192 + 96};
+    run_type(QT_Q4_0, sizes, 7);
 }
 
 static void test_matmul_q4_k(void **state) {
@@ -389,17 +390,81 @@ static void test_float_rows(void **state) {
     free(hv);
 }
 
+/* The attention row kernels: many keys / values per call, to the bit of the one-row calls
+ * (and so of the portable code) at every level. */
+static void test_attention_rows(void **state) {
+    (void)state;
+    static const int64_t dims[] = {8, 64, 80, 128, 13};
+    static const int64_t counts[] = {1, 7, 8, 9, 64, 71};
+    enum { MAXN = 128, MAXK = 71, STRIDE = 2 * MAXN + 3 };
+    float *q = malloc(MAXN * sizeof(float)), *k = malloc(MAXK * STRIDE * sizeof(float));
+    float *p = malloc(MAXK * sizeof(float)), *og = malloc(MAXN * sizeof(float));
+    float *ov = malloc(MAXN * sizeof(float)), *sg = malloc(MAXK * sizeof(float));
+    float *sv = malloc(MAXK * sizeof(float)), *rg = malloc(4099 * sizeof(float));
+    float *rv = malloc(4099 * sizeof(float));
+    assert_true(q && k && p && og && ov && sg && sv && rg && rv);
+    int lv[4], nl = simd_levels(lv);
+    for (size_t di = 0; di < sizeof dims / sizeof dims[0]; di++)
+        for (size_t ci = 0; ci < sizeof counts / sizeof counts[0]; ci++) {
+            int64_t n = dims[di], nk = counts[ci];
+            for (int64_t i = 0; i < n; i++) q[i] = frand() * 3;
+            for (int64_t i = 0; i < MAXK * STRIDE; i++) k[i] = frand();
+            for (int64_t j = 0; j < nk; j++) p[j] = frand() * frand();
+            for (int64_t i = 0; i < n; i++) og[i] = frand();
+            memcpy(ov, og, MAXN * sizeof(float));
+            qt_set_isa(QT_ISA_GENERIC);
+            for (int64_t j = 0; j < nk; j++) sg[j] = qt_dot_f32(q, k + j * STRIDE, n) * 0.125f;
+            for (int64_t j = 0; j < nk; j++) qt_axpy_f32(og, p[j], k + j * STRIDE, n);
+            for (int l = -1; l < nl; l++) {
+                qt_set_isa(l < 0 ? QT_ISA_GENERIC : lv[l]);
+                qt_dot_f32_rows(q, k, STRIDE, nk, n, 0.125f, sv);
+                assert_memory_equal(sg, sv, (size_t)nk * sizeof(float));
+                float o2[MAXN];
+                memcpy(o2, ov, sizeof o2);
+                qt_axpy_f32_rows(o2, p, k, STRIDE, nk, n);
+                assert_memory_equal(og, o2, (size_t)n * sizeof(float));
+            }
+        }
+    for (int64_t i = 0; i < 4099; i++) {
+        uint32_t u = rnd32();
+        if (i % 5 == 0)
+            memcpy(&rg[i], &u, 4); /* any bit pattern */
+        else
+            rg[i] = frand() * (i % 3 ? 70000.0f : 1e-6f);
+    }
+    for (int l = 0; l < nl; l++) {
+        memcpy(rv, rg, 4099 * sizeof(float));
+        qt_set_isa(lv[l]);
+        qt_round_f16_row(rv, 4099);
+        for (int64_t i = 0; i < 4099; i++) {
+            float g = qt_f16_to_f32(qt_f32_to_f16(rg[i]));
+            if (!(isnan(g) && isnan(rv[i]))) assert_memory_equal(&g, &rv[i], 4);
+        }
+    }
+    qt_set_isa(qt_isa_best());
+    free(q);
+    free(k);
+    free(p);
+    free(og);
+    free(ov);
+    free(sg);
+    free(sv);
+    free(rg);
+    free(rv);
+}
+
 /* ---- level selection ---- */
 static void test_isa_select(void **state) {
     (void)state;
     int best = qt_isa_best();
-    assert_true(best >= QT_ISA_GENERIC && best <= QT_ISA_AVX512);
+    assert_true(best >= QT_ISA_GENERIC && best <= QT_ISA_AVX512VBMI);
     assert_int_equal(qt_set_isa(QT_ISA_GENERIC), QT_ISA_GENERIC);
     assert_int_equal(qt_isa(), QT_ISA_GENERIC);
-    assert_int_equal(qt_set_isa(QT_ISA_AVX512 + 5), best); /* capped, never raised */
+    assert_int_equal(qt_set_isa(QT_ISA_AVX512VBMI + 5), best); /* capped, never raised */
     assert_int_equal(qt_isa(), best);
     assert_string_equal(qt_isa_name(QT_ISA_AVX2), "avx2");
     assert_string_equal(qt_isa_name(QT_ISA_AVX512), "avx512");
+    assert_string_equal(qt_isa_name(QT_ISA_AVX512VBMI), "avx512vbmi");
     assert_string_equal(qt_isa_name(QT_ISA_GENERIC), "generic");
 }
 
@@ -415,14 +480,15 @@ static void test_report(void **state) {
 
 int main(void) {
     const struct CMUnitTest tests[] = {
-        cmocka_unit_test(test_isa_select),  cmocka_unit_test(test_prep_act),
-        cmocka_unit_test(test_matmul_q8_0), cmocka_unit_test(test_matmul_q4_0),
-        cmocka_unit_test(test_matmul_q4_k), cmocka_unit_test(test_matmul_q6_k),
-        cmocka_unit_test(test_matmul_q4_1), cmocka_unit_test(test_matmul_q5_0),
-        cmocka_unit_test(test_matmul_q5_1), cmocka_unit_test(test_matmul_q5_k),
-        cmocka_unit_test(test_matmul_f16),  cmocka_unit_test(test_matmul_bf16),
-        cmocka_unit_test(test_matmul_f32),  cmocka_unit_test(test_float_rows),
-        cmocka_unit_test(test_float_order), cmocka_unit_test(test_report),
+        cmocka_unit_test(test_isa_select),     cmocka_unit_test(test_prep_act),
+        cmocka_unit_test(test_matmul_q8_0),    cmocka_unit_test(test_matmul_q4_0),
+        cmocka_unit_test(test_matmul_q4_k),    cmocka_unit_test(test_matmul_q6_k),
+        cmocka_unit_test(test_matmul_q4_1),    cmocka_unit_test(test_matmul_q5_0),
+        cmocka_unit_test(test_matmul_q5_1),    cmocka_unit_test(test_matmul_q5_k),
+        cmocka_unit_test(test_matmul_f16),     cmocka_unit_test(test_matmul_bf16),
+        cmocka_unit_test(test_matmul_f32),     cmocka_unit_test(test_float_rows),
+        cmocka_unit_test(test_attention_rows), cmocka_unit_test(test_float_order),
+        cmocka_unit_test(test_report),
     };
     return cmocka_run_group_tests(tests, NULL, NULL);
 }
