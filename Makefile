@@ -83,8 +83,12 @@ clean:
 # fuzz, tsan, loadtest
 include mk/reliability.mk
 
+# One kernel on one thread, best of many runs (bench/kbench.c)
+$(BUILD)/kbench: bench/kbench.c $(BUILD)/libshammah.a
+	$(CC) $(ALL_CFLAGS) -o $@ $< $(BUILD)/libshammah.a $(LIBS)
+
 # Speed against llama.cpp (alternating runs, medians, ratios); see bench/run.sh for settings.
-bench: $(BUILD)/shammah
+bench: $(BUILD)/shammah $(BUILD)/kbench
 	SHAMMAH=$(BUILD)/shammah sh bench/run.sh
 
 # LoRA training speed and what a training run in the daemon costs serving (docs/PERFORMANCE.md)

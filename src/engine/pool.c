@@ -3,7 +3,11 @@
  * A forward step runs a few hundred short parallel loops, so the hand-off must be cheap:
  * workers and the caller spin briefly on atomics before falling back to sleeping on a
  * condition variable. The spin is bounded, so when another process holds the other core a
- * waiting thread soon sleeps instead of burning the time slice the worker it waits for needs. */
+ * waiting thread soon sleeps instead of burning the time slice the worker it waits for needs.
+ *
+ * Work is handed out in POOL_CHUNKS chunks per thread from an atomic counter, in order: on a
+ * shared machine one core is often slower than the other for a while, and with one fixed
+ * share per thread the fast one waited for the slow one at the end of every loop. */
 #include "engine/pool.h"
 
 #include <pthread.h>
@@ -14,6 +18,7 @@
 
 #define POOL_MAX_THREADS 256
 #define POOL_SPIN 20000 /* polls before sleeping: tens of microseconds */
+#define POOL_CHUNKS 4    /* chunks per thread and run */
 
 struct pool {
     int n_threads;
@@ -27,6 +32,8 @@ struct pool {
     pool_fn fn;
     void *arg;
     int64_t n, align;
+    int64_t chunk, n_chunks;  /* items per chunk (a multiple of align), chunks in this run */
+    atomic_int_fast64_t next; /* next chunk to hand out */
 };
 
 typedef struct {
@@ -41,12 +48,13 @@ static inline void cpu_relax(void) {
 }
 
 static void run_share(pool *p, int ith) {
-    int64_t nt = p->n_threads;
-    int64_t blocks = (p->n + p->align - 1) / p->align;
-    int64_t b0 = blocks * ith / nt, b1 = blocks * (ith + 1) / nt;
-    int64_t begin = b0 * p->align, end = b1 * p->align;
-    if (end > p->n) end = p->n;
-    if (begin < end) p->fn(p->arg, begin, end, ith);
+    for (;;) {
+        int64_t c = atomic_fetch_add_explicit(&p->next, 1, memory_order_relaxed);
+        if (c >= p->n_chunks) break;
+        int64_t begin = c * p->chunk, end = begin + p->chunk;
+        if (end > p->n) end = p->n;
+        p->fn(p->arg, begin, end, ith);
+    }
 }
 
 static void *worker(void *v) {
@@ -92,6 +100,7 @@ int pool_new(pool **out, int n_threads) {
     atomic_init(&p->generation, 0);
     atomic_init(&p->pending, 0);
     atomic_init(&p->stop, 0);
+    atomic_init(&p->next, 0);
     pthread_mutex_init(&p->mu, NULL);
     pthread_cond_init(&p->start_cv, NULL);
     pthread_cond_init(&p->done_cv, NULL);
@@ -145,6 +154,10 @@ void pool_run(pool *p, pool_fn fn, void *arg, int64_t n, int64_t align) {
     p->arg = arg;
     p->n = n;
     p->align = align;
+    int64_t blocks = (n + align - 1) / align, per = (int64_t)p->n_threads * POOL_CHUNKS;
+    p->chunk = (blocks + per - 1) / per * align;
+    p->n_chunks = (n + p->chunk - 1) / p->chunk;
+    atomic_store_explicit(&p->next, 0, memory_order_relaxed);
     atomic_store_explicit(&p->pending, p->n_threads - 1, memory_order_relaxed);
     pthread_mutex_lock(&p->mu);
     atomic_fetch_add_explicit(&p->generation, 1, memory_order_release);
