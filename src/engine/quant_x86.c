@@ -955,7 +955,7 @@ QX_SET(q4_0_tile_512, q4_0_512_pp, 4, 4)
 #define PK_TOKENS 64  /* tokens whose sums and scales are prepared together */
 #define PK_RT 8       /* tokens per inner tile */
 #ifndef PK_MIN_TOKENS
-#define PK_MIN_TOKENS 4 /* fewer tokens: the repacking would not pay */
+#define PK_MIN_TOKENS 16 /* fewer: the tiles (rows read whole, 4 at a time) were 1.5x faster */
 #endif
 
 typedef struct {
