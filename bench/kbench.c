@@ -4,6 +4,7 @@
  * between identical runs; a kernel alone, repeated and taking the best of many runs, shows
  * what a kernel change bought. Usage:
  *   kbench TYPE N ROWS TOKENS [REPS] [ISA]
+ * KBENCH_PACKED=1 times the packed layout (qt_pack / qt_matmul_packed) where there is one.
  * e.g. `build/kbench Q8_0 896 4864 8` (the 0.5B shape's ffn_gate with 8 tokens). Prints the
  * best and median of REPS runs (default 30) in GMAC/s and weight GB/s. */
 #include <stdio.h>
@@ -32,7 +33,8 @@ static uint32_t type_id(const char *name) {
 
 int main(int argc, char **argv) {
     if (argc < 5) {
-        fprintf(stderr, "usage: kbench TYPE N ROWS TOKENS [REPS] [generic|avx2|avx512|avx512vbmi]\n");
+        fprintf(stderr,
+                "usage: kbench TYPE N ROWS TOKENS [REPS] [generic|avx2|avx512|avx512vbmi]\n");
         return 2;
     }
     uint32_t wt = type_id(argv[1]);
@@ -75,22 +77,29 @@ int main(int argc, char **argv) {
         }
         qt_prep_act(wt, x, act + (size_t)k * as, n);
     }
-    qt_matmul(wt, w, n, 0, rows, act, as, (int32_t)nt, y, rows); /* warm */
-    for (int i = 0; i < reps; i++) {
+    const char *pe = getenv("KBENCH_PACKED");
+    size_t pb = pe && *pe == '1' ? qt_pack_bytes(wt, n, rows) : 0;
+    void *pw = pb ? aligned_alloc(64, (pb + 63) / 64 * 64) : NULL;
+    if (pw) qt_pack(wt, w, n, rows, pw);
+    for (int i = -1; i < reps; i++) { /* -1: warm */
         double t0 = cpu_s();
-        qt_matmul(wt, w, n, 0, rows, act, as, (int32_t)nt, y, rows);
-        t[i] = cpu_s() - t0;
+        if (pw)
+            qt_matmul_packed(wt, pw, n, 0, rows, act, as, (int32_t)nt, y, rows);
+        else
+            qt_matmul(wt, w, n, 0, rows, act, as, (int32_t)nt, y, rows);
+        if (i >= 0) t[i] = cpu_s() - t0;
     }
     qsort(t, (size_t)reps, sizeof *t, cmp_d);
     double mac = (double)n * (double)rows * (double)nt, bytes = (double)rb * (double)rows;
-    printf("%s %s n=%lld rows=%lld tokens=%lld: best %.1f GMAC/s %.1f GB/s, median %.1f GMAC/s"
+    printf("%s%s %s n=%lld rows=%lld tokens=%lld: best %.1f GMAC/s %.1f GB/s, median %.1f GMAC/s"
            " (%.3f ms)\n",
-           argv[1], qt_isa_name(qt_isa()), n, rows, nt, mac / t[0] * 1e-9, bytes / t[0] * 1e-9,
-           mac / t[reps / 2] * 1e-9, t[reps / 2] * 1e3);
+           argv[1], pw ? " packed" : "", qt_isa_name(qt_isa()), n, rows, nt, mac / t[0] * 1e-9,
+           bytes / t[0] * 1e-9, mac / t[reps / 2] * 1e-9, t[reps / 2] * 1e3);
     free(x);
     free(w);
     free(act);
     free(y);
     free(t);
+    free(pw);
     return 0;
 }

@@ -23,8 +23,8 @@ typedef struct {
     int32_t head_dim_v; /* attention.value_length */
     int32_t n_ff;
     int32_t n_ctx_train;
-    int32_t rope_dim;  /* rope.dimension_count: leading dims of each head that rotate */
-    int rope_neox;     /* 1: rotate halves (qwen2/3); 0: adjacent pairs (llama) */
+    int32_t rope_dim; /* rope.dimension_count: leading dims of each head that rotate */
+    int rope_neox;    /* 1: rotate halves (qwen2/3); 0: adjacent pairs (llama) */
     float rope_base;
     float norm_eps;
 } model_hparams;
@@ -32,6 +32,7 @@ typedef struct {
 /* one weight matrix: n_out rows of n_in elements of `type`, row-major */
 typedef struct {
     const void *data; /* borrowed from the mapping */
+    void *packed;     /* quant.h's packed copy (in the model's pack mapping), or NULL */
     uint32_t type;
     int64_t n_in, n_out;
     uint64_t row_bytes;
@@ -65,7 +66,7 @@ typedef struct model_ws model_ws;
 int model_seq_new(model_seq **out, const model *m, int32_t n_ctx, int kv_type);
 void model_seq_free(model_seq *s);
 int32_t model_seq_n_ctx(const model_seq *s);
-int32_t model_seq_pos(const model_seq *s); /* tokens already in the cache */
+int32_t model_seq_pos(const model_seq *s);           /* tokens already in the cache */
 const int32_t *model_seq_tokens(const model_seq *s); /* borrowed: model_seq_pos() entries */
 /* Forget cached tokens from position pos on (pos <= model_seq_pos()). */
 void model_seq_truncate(model_seq *s, int32_t pos);

@@ -1065,6 +1065,86 @@ MATMUL_GENERIC(Q5_K)
 MATMUL_GENERIC(Q4_K)
 MATMUL_GENERIC(Q6_K)
 
+/* ---- packed Q8_0 / Q4_0 (quant.h) ---- */
+static size_t pack_q(uint32_t type) { /* quant bytes per block of 16 rows; 0: not packable */
+    return type == QT_Q8_0 ? QT_PACK_Q8_0 : type == QT_Q4_0 ? QT_PACK_Q4_0 : 0;
+}
+
+void qt_pack(uint32_t type, const void *w, int64_t n, int64_t rows, void *dst) {
+    const size_t qb = pack_q(type), rb = qt_row_bytes(type, n), nb = (size_t)(n / QK8_0);
+    const size_t wbs = type == QT_Q8_0 ? sizeof(blk_q8_0) : sizeof(blk_q4_0);
+    const int nq = type == QT_Q8_0 ? 8 : 4; /* dwords of quants per row and block */
+    const uint32_t flip = type == QT_Q8_0 ? 0x80808080u : 0; /* Q8_0: unsigned quants */
+    uint8_t *o = dst;
+    for (int64_t g = 0; g < rows; g += QT_PACK_ROWS) {
+        int nr = rows - g < QT_PACK_ROWS ? (int)(rows - g) : QT_PACK_ROWS;
+        const uint8_t *src = (const uint8_t *)w + (size_t)g * rb;
+        for (size_t b = 0; b < nb; b++, o += qb + QT_PACK_D) {
+            float d[QT_PACK_ROWS] = {0};
+            if (nr < QT_PACK_ROWS) memset(o, 0, qb);
+            for (int j = 0; j < nr; j++) {
+                const uint8_t *blk = src + (size_t)j * rb + b * wbs;
+                uint16_t h;
+                memcpy(&h, blk, 2);
+                d[j] = qt_f16_to_f32(h);
+                for (int q = 0; q < nq; q++) {
+                    uint32_t v;
+                    memcpy(&v, blk + 2 + 4 * q, 4);
+                    v ^= flip;
+                    memcpy(o + 64 * q + 4 * j, &v, 4);
+                }
+            }
+            memcpy(o + qb, d, sizeof d);
+        }
+    }
+}
+
+/* Portable: each block of a row put back together, then the generic per-row order. */
+static void mm_packed_generic(uint32_t type, const void *pw, int64_t n, int64_t r0, int64_t r1,
+                              const void *act, size_t as, int32_t nt, float *y, int64_t ys) {
+    const size_t qb = pack_q(type), nb = (size_t)(n / QK8_0);
+    const int nq = type == QT_Q8_0 ? 8 : 4;
+    for (int64_t r = r0; r < r1; r++) {
+        const uint8_t *grp =
+            (const uint8_t *)pw + (size_t)(r / QT_PACK_ROWS) * nb * (qb + QT_PACK_D);
+        int j = (int)(r % QT_PACK_ROWS);
+        for (int32_t t = 0; t < nt; t++) {
+            const blk_q8_0 *a = (const blk_q8_0 *)((const uint8_t *)act + (size_t)t * as);
+            float sum = 0;
+            for (size_t b = 0; b < nb; b++) {
+                const uint8_t *o = grp + b * (qb + QT_PACK_D);
+                float dw;
+                memcpy(&dw, o + qb + 4 * j, 4);
+                int32_t isum = 0;
+                for (int q = 0; q < nq; q++)
+                    for (int k = 0; k < 4; k++) {
+                        uint8_t v = o[64 * q + 4 * j + k];
+                        int e = 4 * q + k;
+                        if (type == QT_Q8_0)
+                            isum += ((int)v - 128) * a[b].qs[e];
+                        else
+                            isum +=
+                                ((v & 0x0f) - 8) * a[b].qs[e] + ((v >> 4) - 8) * a[b].qs[e + 16];
+                    }
+                sum += (float)isum * (dw * qt_f16_to_f32(a[b].d));
+            }
+            y[t * ys + r] = sum;
+        }
+    }
+}
+
+static void mm_packed_generic_Q8_0(const void *w, size_t rb, int64_t n, int64_t r0, int64_t r1,
+                                   const void *act, size_t as, int32_t nt, float *y, int64_t ys) {
+    (void)rb;
+    mm_packed_generic(QT_Q8_0, w, n, r0, r1, act, as, nt, y, ys);
+}
+
+static void mm_packed_generic_Q4_0(const void *w, size_t rb, int64_t n, int64_t r0, int64_t r1,
+                                   const void *act, size_t as, int32_t nt, float *y, int64_t ys) {
+    (void)rb;
+    mm_packed_generic(QT_Q4_0, w, n, r0, r1, act, as, nt, y, ys);
+}
+
 /* The 8 partial sums of dot_f32 (not fused, tail into the first, summed in order): an
  * order the SIMD levels reproduce to the bit. Attention calls this per key, and tiny test
  * models turned last-bit differences here into percent-level logit changes. */
@@ -1123,6 +1203,8 @@ static void isa_init(void) {
     g->matmul[QT_Q5_K] = mm_generic_Q5_K;
     g->matmul[QT_Q4_K] = mm_generic_Q4_K;
     g->matmul[QT_Q6_K] = mm_generic_Q6_K;
+    g->matmul_packed[QT_Q8_0] = mm_packed_generic_Q8_0;
+    g->matmul_packed[QT_Q4_0] = mm_packed_generic_Q4_0;
     for (int t = 0; t < QT_MAX_ID; t++) g->act[t] = types[t].act;
     g->dot_f32 = dot_f32_generic;
     g->axpy_f32 = axpy_f32_generic;
@@ -1209,6 +1291,23 @@ void qt_matmul(uint32_t weight_type, const void *w, int64_t n, int64_t r0, int64
     if (!t || !t->dot || n <= 0 || n % t->blk != 0 || r1 <= r0 || n_tok <= 0) return;
     kern()->matmul[weight_type](w, qt_row_bytes(weight_type, n), n, r0, r1, act, act_stride, n_tok,
                                 y, y_stride);
+}
+
+size_t qt_pack_bytes(uint32_t type, int64_t n, int64_t rows) {
+    size_t qb = pack_q(type);
+    if (!qb || n <= 0 || n % QK8_0 || rows <= 0 || !kern()->matmul_packed[type] ||
+        qt_isa() < QT_ISA_AVX512)
+        return 0;
+    return (size_t)((rows + QT_PACK_ROWS - 1) / QT_PACK_ROWS) * (size_t)(n / QK8_0) *
+           (qb + QT_PACK_D);
+}
+
+void qt_matmul_packed(uint32_t weight_type, const void *packed, int64_t n, int64_t r0, int64_t r1,
+                      const void *act, size_t act_stride, int32_t n_tok, float *y,
+                      int64_t y_stride) {
+    if (!pack_q(weight_type) || n <= 0 || n % QK8_0 || r1 <= r0 || r0 % QT_PACK_ROWS || n_tok <= 0)
+        return;
+    kern()->matmul_packed[weight_type](packed, 0, n, r0, r1, act, act_stride, n_tok, y, y_stride);
 }
 
 float qt_dot_f32(const float *a, const float *b, int64_t n) {

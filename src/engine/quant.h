@@ -66,6 +66,23 @@ float qt_vec_dot(uint32_t weight_type, const void *w_row, const void *act, int64
 void qt_matmul(uint32_t weight_type, const void *w, int64_t n, int64_t r0, int64_t r1,
                const void *act, size_t act_stride, int32_t n_tok, float *y, int64_t y_stride);
 
+/* ---- matrices packed at load (Q8_0, Q4_0) ---- */
+/* 16 rows interleaved per block, as the 16-row kernels use them: per group of 16 rows and
+ * block, dword g of the 16 rows' quants side by side (Q8_0: 8 x 64 bytes, unsigned; Q4_0:
+ * 4 x 64 bytes of nibble pairs); after a group's blocks, their 16 fp16 scales each. As many
+ * bytes as the file's rows, a row range is one stream, and nothing is repacked per call.
+ * Results equal qt_matmul's at the generic level (the per-row order) within its tolerance.
+ * qt_pack_bytes: bytes for `rows` rows of n, 0 when the type or the level in use has no
+ * packed kernels (then use qt_matmul). */
+size_t qt_pack_bytes(uint32_t weight_type, int64_t n, int64_t rows);
+/* Packs all rows of w (rows x n, qt_row_bytes apart; borrowed) into dst (qt_pack_bytes
+ * bytes, 64-byte aligned; caller owns). */
+void qt_pack(uint32_t weight_type, const void *w, int64_t n, int64_t rows, void *dst);
+/* qt_matmul on a packed matrix of `rows` rows; r0 a multiple of 16. */
+void qt_matmul_packed(uint32_t weight_type, const void *packed, int64_t n, int64_t r0, int64_t r1,
+                      const void *act, size_t act_stride, int32_t n_tok, float *y,
+                      int64_t y_stride);
+
 /* ---- float rows (attention) ---- */
 float qt_dot_f32(const float *a, const float *b, int64_t n);
 /* y[i] += a * x[i] */

@@ -99,9 +99,17 @@ typedef void (*qti_matmul_fn)(const void *w, size_t rb, int64_t n, int64_t r0, i
 /* Converts x[0..n) to an activation row; n > 0, a multiple of the block. */
 typedef void (*qti_act_fn)(const float *x, void *dst, int64_t n);
 
+/* Packed layout (quant.h): a group of 16 rows is nb blocks, each the quants (QT_PACK_Q*
+ * bytes) then the 16 rows' scales as floats (QT_PACK_D bytes). */
+#define QT_PACK_ROWS 16
+#define QT_PACK_Q8_0 (8 * 64)
+#define QT_PACK_Q4_0 (4 * 64)
+#define QT_PACK_D 64
+
 typedef struct {
-    qti_matmul_fn matmul[QT_MAX_ID]; /* by weight type */
-    qti_act_fn act[QT_MAX_ID];       /* by vec-dot (activation) type */
+    qti_matmul_fn matmul[QT_MAX_ID];        /* by weight type */
+    qti_matmul_fn matmul_packed[QT_MAX_ID]; /* packed layout; rb unused; NULL: none */
+    qti_act_fn act[QT_MAX_ID];              /* by vec-dot (activation) type */
     float (*dot_f32)(const float *a, const float *b, int64_t n);
     void (*axpy_f32)(float *y, float a, const float *x, int64_t n);
     void (*f16_to_f32_row)(const uint16_t *src, float *dst, int64_t n);

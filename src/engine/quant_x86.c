@@ -1141,6 +1141,137 @@ AI void q32_pk_512(int kind, const uint8_t *w, size_t rb, int64_t n, int64_t r0,
     }
 }
 
+/* ---- Q8_0 / Q4_0 packed at load (quant.h): the 16-row layout without the repacking ---- */
+/* The same products and per-row float order as pk_tokens; the quants come from the packed
+ * matrix, one contiguous stream per group of 16 rows, instead of a per-call repack of 16 rows
+ * read side by side (which, with few tokens, waited on memory). */
+AI void pkp_tokens(int kind, int RT, const pk_buf *pk, const uint8_t *grp, int64_t nb, int t0,
+                   const uint8_t *act, size_t as, int64_t b0, int64_t nbc, int rows, int first,
+                   float *y, int64_t ys) {
+    const size_t qb = kind == QT_Q8_0 ? QT_PACK_Q8_0 : QT_PACK_Q4_0;
+    const __m512i m4 = _mm512_set1_epi8(0x0f);
+    __m512 acc[PK_RT];
+#pragma GCC unroll 16
+    for (int t = 0; t < RT; t++) acc[t] = _mm512_setzero_ps();
+    (void)nb;
+    const uint8_t *o = grp + (size_t)b0 * (qb + QT_PACK_D);
+    for (int64_t b = 0; b < nbc; b++, o += qb + QT_PACK_D) {
+#ifndef PKP_PF
+#define PKP_PF 1024
+#endif
+        /* the hardware prefetchers do not run far enough ahead of this stream alone */
+        _mm_prefetch((const char *)o + PKP_PF, _MM_HINT_T0);
+        if (kind == QT_Q8_0) _mm_prefetch((const char *)o + PKP_PF + 256, _MM_HINT_T0);
+        __m512i p[PK_RT], p2[PK_RT];
+        const uint8_t *q[PK_RT];
+#pragma GCC unroll 16
+        for (int t = 0; t < RT; t++) {
+            p[t] = _mm512_set1_epi32(pk->corr[t0 + t][b]);
+            p2[t] = _mm512_setzero_si512();
+            q[t] = act + (size_t)t * as + (size_t)(b0 + b) * sizeof(blk_q8_0) + 2;
+        }
+#pragma GCC unroll 16
+        for (int g = 0; g < 8; g++) {
+            __m512i wv;
+            if (kind == QT_Q8_0)
+                wv = _mm512_loadu_si512(o + 64 * g);
+            else if (g < 4)
+                wv = _mm512_and_si512(_mm512_loadu_si512(o + 64 * g), m4);
+            else
+                wv = _mm512_and_si512(_mm512_srli_epi16(_mm512_loadu_si512(o + 64 * (g - 4)), 4),
+                                      m4);
+#pragma GCC unroll 16
+            for (int t = 0; t < RT; t++) {
+                int32_t a4;
+                memcpy(&a4, q[t] + 4 * g, 4);
+                if (RT <= 2 && g >= 4) /* a second chain: 8 dependent dots per block are slow */
+                    p2[t] = _mm512_dpbusd_epi32(p2[t], wv, _mm512_set1_epi32(a4));
+                else
+                    p[t] = _mm512_dpbusd_epi32(p[t], wv, _mm512_set1_epi32(a4));
+            }
+        }
+        if (RT <= 2)
+#pragma GCC unroll 16
+            for (int t = 0; t < RT; t++) p[t] = _mm512_add_epi32(p[t], p2[t]); /* exact */
+        __m512 d = _mm512_loadu_ps((const float *)(o + qb));
+#pragma GCC unroll 16
+        for (int t = 0; t < RT; t++) {
+            __m512 sc = _mm512_mul_ps(d, _mm512_set1_ps(pk->da[t0 + t][b]));
+            acc[t] = _mm512_add_ps(acc[t], _mm512_mul_ps(_mm512_cvtepi32_ps(p[t]), sc));
+        }
+    }
+    __mmask16 m = rows >= 16 ? (__mmask16)0xffff : (__mmask16)((1u << rows) - 1);
+#pragma GCC unroll 16
+    for (int t = 0; t < RT; t++) {
+        float *yt = y + (t0 + t) * ys;
+        __m512 v = first ? acc[t] : _mm512_add_ps(_mm512_maskz_loadu_ps(m, yt), acc[t]);
+        _mm512_mask_storeu_ps(yt, m, v);
+    }
+}
+
+AI void q32_pkp_512(int kind, const uint8_t *pw, int64_t n, int64_t r0, int64_t r1,
+                    const uint8_t *act, size_t as, int32_t nt, float *y, int64_t ys) {
+    pk_buf *pk = &pk_tls.q8;
+    const int K = kind == QT_Q8_0 ? 128 : 8;
+    const size_t gb = (size_t)(n / QK8_0) * ((kind == QT_Q8_0 ? QT_PACK_Q8_0 : QT_PACK_Q4_0) +
+                                             QT_PACK_D); /* bytes per group of 16 rows */
+    const int64_t nb = n / QK8_0;
+    for (int64_t b0 = 0; b0 < nb; b0 += PK_BLOCKS) {
+        int64_t nbc = nb - b0 < PK_BLOCKS ? nb - b0 : PK_BLOCKS;
+        for (int32_t tg = 0; tg < nt; tg += PK_TOKENS) {
+            int ntg = nt - tg < PK_TOKENS ? nt - tg : PK_TOKENS;
+            const uint8_t *ag = act + (size_t)tg * as;
+            for (int t = 0; t < ntg; t++)
+                for (int64_t b = 0; b < nbc; b++) {
+                    const uint8_t *q = ag + (size_t)t * as + (size_t)(b0 + b) * sizeof(blk_q8_0);
+                    __m256i s = _mm256_madd_epi16(
+                        _mm256_maddubs_epi16(_mm256_set1_epi8(1),
+                                             _mm256_loadu_si256((const __m256i *)(q + 2))),
+                        _mm256_set1_epi16(1));
+                    pk->corr[t][b] = -K * hsum256_epi32(s);
+                    pk->da[t][b] = f16_at(q);
+                }
+            for (int64_t r = r0; r < r1; r += 16) {
+                int rows = r1 - r < 16 ? (int)(r1 - r) : 16;
+                const uint8_t *grp = pw + (size_t)(r / 16) * gb;
+                float *yr = y + tg * ys + r;
+                int t = 0;
+                for (; t + PK_RT <= ntg; t += PK_RT)
+                    pkp_tokens(kind, PK_RT, pk, grp, nb, t, ag + (size_t)t * as, as, b0, nbc, rows,
+                               b0 == 0, yr, ys);
+                switch (ntg - t) {
+#define PKP_CASE(k)                                                                                \
+    case k:                                                                                        \
+        pkp_tokens(kind, k, pk, grp, nb, t, ag + (size_t)t * as, as, b0, nbc, rows, b0 == 0, yr,   \
+                   ys);                                                                            \
+        break;
+                    PKP_CASE(1)
+                    PKP_CASE(2)
+                    PKP_CASE(3)
+                    PKP_CASE(4)
+                    PKP_CASE(5)
+                    PKP_CASE(6)
+                    PKP_CASE(7)
+#undef PKP_CASE
+                default:
+                    break;
+                }
+            }
+        }
+    }
+}
+
+static void mm_pkp_q8_0_512(const void *w, size_t rb, int64_t n, int64_t r0, int64_t r1,
+                            const void *act, size_t as, int32_t nt, float *y, int64_t ys) {
+    (void)rb;
+    q32_pkp_512(QT_Q8_0, w, n, r0, r1, act, as, nt, y, ys);
+}
+static void mm_pkp_q4_0_512(const void *w, size_t rb, int64_t n, int64_t r0, int64_t r1,
+                            const void *act, size_t as, int32_t nt, float *y, int64_t ys) {
+    (void)rb;
+    q32_pkp_512(QT_Q4_0, w, n, r0, r1, act, as, nt, y, ys);
+}
+
 static void mm_pk_q8_0_512(const void *w, size_t rb, int64_t n, int64_t r0, int64_t r1,
                            const void *act, size_t as, int32_t nt, float *y, int64_t ys) {
     q32_pk_512(QT_Q8_0, w, rb, n, r0, r1, act, as, nt, y, ys);
@@ -1230,8 +1361,8 @@ AI void q50_pair_tile_512(int P, int RN, const uint8_t *w, size_t rb, const uint
     }
 #define Q50P_FNS(P)                                                                                \
     Q50P_FN(P, 1)                                                                                  \
-    Q50P_FN(P, 2) Q50P_FN(P, 3) Q50P_FN(P, 4) Q50P_FN(P, 5) Q50P_FN(P, 6) Q50P_FN(P, 7)            \
-        Q50P_FN(P, 8)
+    Q50P_FN(P, 2)                                                                                  \
+    Q50P_FN(P, 3) Q50P_FN(P, 4) Q50P_FN(P, 5) Q50P_FN(P, 6) Q50P_FN(P, 7) Q50P_FN(P, 8)
 Q50P_FNS(1)
 Q50P_FNS(2)
 static const tile_fn q50_pair_fns[2][Q50P_RN] = {
@@ -1850,6 +1981,8 @@ static void fill_avx512(qti_kernels *k) {
     fill_int_avx512(k);
     k->matmul[QT_Q8_0] = mm_q8_0_512;
     k->matmul[QT_Q4_0] = mm_q4_0_512;
+    k->matmul_packed[QT_Q8_0] = mm_pkp_q8_0_512;
+    k->matmul_packed[QT_Q4_0] = mm_pkp_q4_0_512;
     k->matmul[QT_Q5_0] = mm_q5_0_512;
     k->matmul[QT_Q4_K] = mm_q4k_512;
     k->matmul[QT_Q5_K] = mm_q5k_512;

@@ -453,6 +453,77 @@ static void test_attention_rows(void **state) {
     free(rv);
 }
 
+/* ---- packed matrices (qt_pack): the same products as qt_matmul, any row count ---- */
+static void check_packed(uint32_t wt, int64_t n, int64_t rows, int32_t n_tok) {
+    size_t rb = qt_row_bytes(wt, n), as = qt_row_bytes(qt_vec_dot_type(wt), n);
+    size_t pb = qt_pack_bytes(wt, n, rows);
+    assert_true(pb > 0);
+    float *xf = malloc((size_t)n * sizeof(float));
+    uint8_t *w = malloc(rb * (size_t)rows), *act = malloc(as * (size_t)n_tok);
+    void *pw = aligned_alloc(64, (pb + 63) / 64 * 64);
+    float *yg = malloc(sizeof(float) * (size_t)(rows * n_tok));
+    float *yp = malloc(sizeof(float) * (size_t)(rows * n_tok));
+    float *tw = malloc((size_t)n * sizeof(float)), *ta = malloc((size_t)n * sizeof(float));
+    assert_true(xf && w && act && pw && yg && yp && tw && ta);
+    for (int64_t r = 0; r < rows; r++) {
+        fill(xf, n);
+        assert_int_equal(qt_quantize_row(wt, xf, w + (size_t)r * rb, n), 0);
+    }
+    for (int32_t t = 0; t < n_tok; t++) {
+        fill(xf, n);
+        qt_prep_act(wt, xf, act + (size_t)t * as, n);
+    }
+    qt_pack(wt, w, n, rows, pw);
+    int best = qt_isa_best();
+    qt_set_isa(QT_ISA_GENERIC);
+    qt_matmul(wt, w, n, 0, rows, act, as, n_tok, yg, rows);
+    for (int level = QT_ISA_GENERIC; level <= best; level++) {
+        qt_set_isa(level);
+        for (int64_t i = 0; i < rows * n_tok; i++) yp[i] = -12345.0f;
+        /* in two row ranges, the second starting at a group of 16 */
+        int64_t mid = rows > 16 ? 16 * ((rows / 16 + 1) / 2) : rows;
+        qt_matmul_packed(wt, pw, n, 0, mid, act, as, n_tok, yp, rows);
+        if (mid < rows) qt_matmul_packed(wt, pw, n, mid, rows, act, as, n_tok, yp, rows);
+        for (int32_t t = 0; t < n_tok; t++)
+            for (int64_t r = 0; r < rows; r++) {
+                float g = yg[t * rows + r], v = yp[t * rows + r];
+                double sa = sum_abs_terms(wt, w + (size_t)r * rb, act + (size_t)t * as, n, tw, ta);
+                if (!(fabs((double)g - v) <= 1e-5 * sa + 1e-30))
+                    fail_msg("packed %s n=%lld rows=%lld row %lld tok %d level %s: %.9g vs %.9g",
+                             qt_name(wt), (long long)n, (long long)rows, (long long)r, t,
+                             qt_isa_name(level), v, g);
+            }
+    }
+    qt_set_isa(best);
+    free(xf);
+    free(w);
+    free(act);
+    free(pw);
+    free(yg);
+    free(yp);
+    free(tw);
+    free(ta);
+}
+
+static void test_packed(void **state) {
+    (void)state;
+    if (qt_isa_best() < QT_ISA_AVX512) {
+        assert_int_equal(qt_pack_bytes(QT_Q8_0, 64, 16), 0); /* no packed kernels: not offered */
+        skip();
+    }
+    assert_int_equal(qt_pack_bytes(QT_Q4_K, 256, 16), 0); /* no packed layout */
+    assert_int_equal(qt_pack_bytes(QT_Q8_0, 48, 16), 0);  /* not whole blocks */
+    static const uint32_t types[] = {QT_Q8_0, QT_Q4_0};
+    static const int64_t sizes[] = {32, 96, 896, 8192 + 96};
+    static const int64_t rows[] = {16, 5, 37, 64};
+    static const int32_t toks[] = {1, 2, 8, 9, 70};
+    for (size_t a = 0; a < 2; a++)
+        for (size_t i = 0; i < sizeof sizes / sizeof sizes[0]; i++)
+            for (size_t r = 0; r < sizeof rows / sizeof rows[0]; r++)
+                for (size_t t = 0; t < sizeof toks / sizeof toks[0]; t++)
+                    check_packed(types[a], sizes[i], rows[r], toks[t]);
+}
+
 /* ---- level selection ---- */
 static void test_isa_select(void **state) {
     (void)state;
@@ -487,8 +558,8 @@ int main(void) {
         cmocka_unit_test(test_matmul_q5_1),    cmocka_unit_test(test_matmul_q5_k),
         cmocka_unit_test(test_matmul_f16),     cmocka_unit_test(test_matmul_bf16),
         cmocka_unit_test(test_matmul_f32),     cmocka_unit_test(test_float_rows),
-        cmocka_unit_test(test_attention_rows), cmocka_unit_test(test_float_order),
-        cmocka_unit_test(test_report),
+        cmocka_unit_test(test_attention_rows), cmocka_unit_test(test_packed),
+        cmocka_unit_test(test_float_order),    cmocka_unit_test(test_report),
     };
     return cmocka_run_group_tests(tests, NULL, NULL);
 }
