@@ -239,9 +239,9 @@ static int load_tensors(model *m) {
  * level in use has one (Q8_0, Q4_0 at avx512): batched decode steps and prompts then read
  * each group of 16 rows as one stream and never repack them. The mapped pages the packed
  * copy replaces are dropped from this process (the page cache keeps them), so the resident
- * size stays about the file's (Q8_0: +6 %, Q4_0: +11 %, the scales as floats).
- * SHAMMAH_PACK=0 keeps the mapped layout (for comparisons). */
-/* The matrices a packed copy is made for, in a fixed order (layers, then the output). */
+ * size stays about the file's (the packed layout has the same bytes).
+ * SHAMMAH_PACK=0 keeps the mapped layout (for comparisons).
+ * packable(): the matrices a packed copy is made for (layers, then the output). */
 static int packable(model *m, model_mat **out, int max) {
     int n = 0;
     for (int l = 0; l < m->hp.n_layer; l++) {

@@ -1073,20 +1073,19 @@ static size_t pack_q(uint32_t type) { /* quant bytes per block of 16 rows; 0: no
 void qt_pack(uint32_t type, const void *w, int64_t n, int64_t rows, void *dst) {
     const size_t qb = pack_q(type), rb = qt_row_bytes(type, n), nb = (size_t)(n / QK8_0);
     const size_t wbs = type == QT_Q8_0 ? sizeof(blk_q8_0) : sizeof(blk_q4_0);
+    const size_t gb = QT_PACK_GROUP(qb, nb);
     const int nq = type == QT_Q8_0 ? 8 : 4; /* dwords of quants per row and block */
     const uint32_t flip = type == QT_Q8_0 ? 0x80808080u : 0; /* Q8_0: unsigned quants */
-    uint8_t *o = dst;
     for (int64_t g = 0; g < rows; g += QT_PACK_ROWS) {
         int nr = rows - g < QT_PACK_ROWS ? (int)(rows - g) : QT_PACK_ROWS;
         const uint8_t *src = (const uint8_t *)w + (size_t)g * rb;
-        for (size_t b = 0; b < nb; b++, o += qb + QT_PACK_D) {
-            float d[QT_PACK_ROWS] = {0};
-            if (nr < QT_PACK_ROWS) memset(o, 0, qb);
+        uint8_t *grp = (uint8_t *)dst + (size_t)(g / QT_PACK_ROWS) * gb;
+        if (nr < QT_PACK_ROWS || nb % 2) memset(grp, 0, gb);
+        for (size_t b = 0; b < nb; b++) {
+            uint8_t *o = grp + QT_PACK_QOFF(qb, b), *dp = grp + QT_PACK_DOFF(qb, b);
             for (int j = 0; j < nr; j++) {
                 const uint8_t *blk = src + (size_t)j * rb + b * wbs;
-                uint16_t h;
-                memcpy(&h, blk, 2);
-                d[j] = qt_f16_to_f32(h);
+                memcpy(dp + 2 * j, blk, 2); /* fp16 scale */
                 for (int q = 0; q < nq; q++) {
                     uint32_t v;
                     memcpy(&v, blk + 2 + 4 * q, 4);
@@ -1094,7 +1093,6 @@ void qt_pack(uint32_t type, const void *w, int64_t n, int64_t rows, void *dst) {
                     memcpy(o + 64 * q + 4 * j, &v, 4);
                 }
             }
-            memcpy(o + qb, d, sizeof d);
         }
     }
 }
@@ -1102,19 +1100,18 @@ void qt_pack(uint32_t type, const void *w, int64_t n, int64_t rows, void *dst) {
 /* Portable: each block of a row put back together, then the generic per-row order. */
 static void mm_packed_generic(uint32_t type, const void *pw, int64_t n, int64_t r0, int64_t r1,
                               const void *act, size_t as, int32_t nt, float *y, int64_t ys) {
-    const size_t qb = pack_q(type), nb = (size_t)(n / QK8_0);
+    const size_t qb = pack_q(type), nb = (size_t)(n / QK8_0), gb = QT_PACK_GROUP(qb, nb);
     const int nq = type == QT_Q8_0 ? 8 : 4;
     for (int64_t r = r0; r < r1; r++) {
-        const uint8_t *grp =
-            (const uint8_t *)pw + (size_t)(r / QT_PACK_ROWS) * nb * (qb + QT_PACK_D);
+        const uint8_t *grp = (const uint8_t *)pw + (size_t)(r / QT_PACK_ROWS) * gb;
         int j = (int)(r % QT_PACK_ROWS);
         for (int32_t t = 0; t < nt; t++) {
             const blk_q8_0 *a = (const blk_q8_0 *)((const uint8_t *)act + (size_t)t * as);
             float sum = 0;
             for (size_t b = 0; b < nb; b++) {
-                const uint8_t *o = grp + b * (qb + QT_PACK_D);
-                float dw;
-                memcpy(&dw, o + qb + 4 * j, 4);
+                const uint8_t *o = grp + QT_PACK_QOFF(qb, b);
+                uint16_t h;
+                memcpy(&h, grp + QT_PACK_DOFF(qb, b) + 2 * j, 2);
                 int32_t isum = 0;
                 for (int q = 0; q < nq; q++)
                     for (int k = 0; k < 4; k++) {
@@ -1126,7 +1123,7 @@ static void mm_packed_generic(uint32_t type, const void *pw, int64_t n, int64_t 
                             isum +=
                                 ((v & 0x0f) - 8) * a[b].qs[e] + ((v >> 4) - 8) * a[b].qs[e + 16];
                     }
-                sum += (float)isum * (dw * qt_f16_to_f32(a[b].d));
+                sum += (float)isum * (qt_f16_to_f32(h) * qt_f16_to_f32(a[b].d));
             }
             y[t * ys + r] = sum;
         }
@@ -1298,8 +1295,7 @@ size_t qt_pack_bytes(uint32_t type, int64_t n, int64_t rows) {
     if (!qb || n <= 0 || n % QK8_0 || rows <= 0 || !kern()->matmul_packed[type] ||
         qt_isa() < QT_ISA_AVX512)
         return 0;
-    return (size_t)((rows + QT_PACK_ROWS - 1) / QT_PACK_ROWS) * (size_t)(n / QK8_0) *
-           (qb + QT_PACK_D);
+    return (size_t)((rows + QT_PACK_ROWS - 1) / QT_PACK_ROWS) * QT_PACK_GROUP(qb, n / QK8_0);
 }
 
 void qt_matmul_packed(uint32_t weight_type, const void *packed, int64_t n, int64_t r0, int64_t r1,

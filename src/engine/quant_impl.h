@@ -99,12 +99,20 @@ typedef void (*qti_matmul_fn)(const void *w, size_t rb, int64_t n, int64_t r0, i
 /* Converts x[0..n) to an activation row; n > 0, a multiple of the block. */
 typedef void (*qti_act_fn)(const float *x, void *dst, int64_t n);
 
-/* Packed layout (quant.h): a group of 16 rows is nb blocks, each the quants (QT_PACK_Q*
- * bytes) then the 16 rows' scales as floats (QT_PACK_D bytes). */
+/* Packed layout (quant.h): a group of 16 rows is (nb + 1) / 2 pairs of blocks, each pair
+ * the quants of both blocks (QT_PACK_Q* bytes each) then both blocks' 16 fp16 scales
+ * (QT_PACK_D bytes each): the file's bytes, with every quant load 64-byte aligned (a pair
+ * is a whole number of cache lines). An odd last block leaves its pair's second half zero. */
 #define QT_PACK_ROWS 16
 #define QT_PACK_Q8_0 (8 * 64)
 #define QT_PACK_Q4_0 (4 * 64)
-#define QT_PACK_D 64
+#define QT_PACK_D 32
+#define QT_PACK_PAIR(qb) (2 * (size_t)(qb) + 2 * QT_PACK_D)
+/* byte offsets of block b's quants and scales in its group */
+#define QT_PACK_QOFF(qb, b) ((size_t)(b) / 2 * QT_PACK_PAIR(qb) + ((size_t)(b)&1) * (size_t)(qb))
+#define QT_PACK_DOFF(qb, b)                                                                        \
+    ((size_t)(b) / 2 * QT_PACK_PAIR(qb) + 2 * (size_t)(qb) + ((size_t)(b)&1) * QT_PACK_D)
+#define QT_PACK_GROUP(qb, nb) (((size_t)(nb) + 1) / 2 * QT_PACK_PAIR(qb))
 
 typedef struct {
     qti_matmul_fn matmul[QT_MAX_ID];        /* by weight type */

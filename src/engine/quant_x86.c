@@ -1154,8 +1154,8 @@ AI void pkp_tokens(int kind, int RT, const pk_buf *pk, const uint8_t *grp, int64
 #pragma GCC unroll 16
     for (int t = 0; t < RT; t++) acc[t] = _mm512_setzero_ps();
     (void)nb;
-    const uint8_t *o = grp + (size_t)b0 * (qb + QT_PACK_D);
-    for (int64_t b = 0; b < nbc; b++, o += qb + QT_PACK_D) {
+    for (int64_t b = 0; b < nbc; b++) {
+        const uint8_t *o = grp + QT_PACK_QOFF(qb, b0 + b);
 #ifndef PKP_PF
 #define PKP_PF 1024
 #endif
@@ -1193,7 +1193,8 @@ AI void pkp_tokens(int kind, int RT, const pk_buf *pk, const uint8_t *grp, int64
         if (RT <= 2)
 #pragma GCC unroll 16
             for (int t = 0; t < RT; t++) p[t] = _mm512_add_epi32(p[t], p2[t]); /* exact */
-        __m512 d = _mm512_loadu_ps((const float *)(o + qb));
+        __m512 d =
+            _mm512_cvtph_ps(_mm256_loadu_si256((const __m256i *)(grp + QT_PACK_DOFF(qb, b0 + b))));
 #pragma GCC unroll 16
         for (int t = 0; t < RT; t++) {
             __m512 sc = _mm512_mul_ps(d, _mm512_set1_ps(pk->da[t0 + t][b]));
@@ -1213,8 +1214,7 @@ AI void q32_pkp_512(int kind, const uint8_t *pw, int64_t n, int64_t r0, int64_t 
                     const uint8_t *act, size_t as, int32_t nt, float *y, int64_t ys) {
     pk_buf *pk = &pk_tls.q8;
     const int K = kind == QT_Q8_0 ? 128 : 8;
-    const size_t gb = (size_t)(n / QK8_0) * ((kind == QT_Q8_0 ? QT_PACK_Q8_0 : QT_PACK_Q4_0) +
-                                             QT_PACK_D); /* bytes per group of 16 rows */
+    const size_t gb = QT_PACK_GROUP(kind == QT_Q8_0 ? QT_PACK_Q8_0 : QT_PACK_Q4_0, n / QK8_0);
     const int64_t nb = n / QK8_0;
     for (int64_t b0 = 0; b0 < nb; b0 += PK_BLOCKS) {
         int64_t nbc = nb - b0 < PK_BLOCKS ? nb - b0 : PK_BLOCKS;
