@@ -8,6 +8,7 @@
 
 #include <inttypes.h>
 #include <math.h>
+#include <pthread.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
@@ -254,48 +255,85 @@ static int packable(model *m, model_mat **out, int max) {
 }
 
 #define PACK_ALIGN ((size_t)2 << 20) /* transparent huge pages: fewer faults and TLB misses */
+#define PACK_THREADS 8
+
+typedef struct {
+    model_mat **mats;
+    uint8_t **dst;
+    int n, k, step;
+} pack_job;
+
+/* Packs every step-th matrix from k, then drops the mapped pages it replaces (the page cache
+ * keeps them; for tied embeddings a lookup faults its row back). */
+static void *pack_some(void *arg) {
+    pack_job *j = arg;
+    long pg = sysconf(_SC_PAGESIZE);
+    for (int i = j->k; i < j->n; i += j->step) {
+        model_mat *w = j->mats[i];
+        if (!j->dst[i]) continue;
+        qt_pack(w->type, w->data, w->n_in, w->n_out, j->dst[i]);
+        uintptr_t a = (uintptr_t)w->data, e = a + (uintptr_t)(w->row_bytes * (uint64_t)w->n_out);
+        uintptr_t a2 = (a + (uintptr_t)pg - 1) / (uintptr_t)pg * (uintptr_t)pg;
+        uintptr_t e2 = e / (uintptr_t)pg * (uintptr_t)pg;
+        if (pg > 0 && e2 > a2) madvise((void *)a2, e2 - a2, MADV_DONTNEED);
+    }
+    return NULL;
+}
 
 static int pack_all(model *m) {
     const char *env = getenv("SHAMMAH_PACK");
     if (env && !strcmp(env, "0")) return SH_OK;
-    int max = m->hp.n_layer * 7 + 1, n;
+    int max = m->hp.n_layer * 7 + 1, n, st = SH_OK;
     model_mat **mats = malloc(sizeof *mats * (size_t)max);
-    if (!mats) return sh_error_set(SH_ENOMEM, "out of memory");
+    uint8_t **dst = calloc((size_t)max, sizeof *dst);
+    if (!mats || !dst) {
+        st = sh_error_set(SH_ENOMEM, "out of memory");
+        goto out;
+    }
     n = packable(m, mats, max);
     size_t total = 0;
     for (int i = 0; i < n; i++)
         total += (qt_pack_bytes(mats[i]->type, mats[i]->n_in, mats[i]->n_out) + 63) / 64 * 64;
-    int st = SH_OK;
-    if (total) {
-        size_t len = total + PACK_ALIGN;
-        void *base = mmap(NULL, len, PROT_READ | PROT_WRITE, MAP_PRIVATE | MAP_ANONYMOUS, -1, 0);
-        if (base == MAP_FAILED) {
-            st = sh_error_set(SH_ENOMEM, "cannot map %zu bytes for the packed weights", len);
-            goto out;
+    if (!total) goto out;
+    size_t len = total + PACK_ALIGN;
+    void *base = mmap(NULL, len, PROT_READ | PROT_WRITE, MAP_PRIVATE | MAP_ANONYMOUS, -1, 0);
+    if (base == MAP_FAILED) {
+        st = sh_error_set(SH_ENOMEM, "cannot map %zu bytes for the packed weights", len);
+        goto out;
+    }
+    m->pack_base = base;
+    m->pack_len = len;
+    uint8_t *p = (uint8_t *)(((uintptr_t)base + PACK_ALIGN - 1) / PACK_ALIGN * PACK_ALIGN);
+    madvise(p, total, MADV_HUGEPAGE);
+    for (int i = 0; i < n; i++) {
+        size_t nb = qt_pack_bytes(mats[i]->type, mats[i]->n_in, mats[i]->n_out);
+        if (!nb) continue;
+        dst[i] = p;
+        p += (nb + 63) / 64 * 64;
+    }
+    /* one thread per core (at most PACK_THREADS): packing is a copy, memory-bound */
+    long cores = sysconf(_SC_NPROCESSORS_ONLN);
+    int nt = cores < 1 ? 1 : cores > PACK_THREADS ? PACK_THREADS : (int)cores;
+    pthread_t th[PACK_THREADS];
+    pack_job jobs[PACK_THREADS];
+    int started = 0;
+    for (int k = 0; k < nt; k++) {
+        jobs[k] = (pack_job){mats, dst, n, k, nt};
+        if (k > 0 && pthread_create(&th[k], NULL, pack_some, &jobs[k]) == 0) {
+            started |= 1 << k;
+            continue;
         }
-        m->pack_base = base;
-        m->pack_len = len;
-        uint8_t *p = (uint8_t *)(((uintptr_t)base + PACK_ALIGN - 1) / PACK_ALIGN * PACK_ALIGN);
-        madvise(p, total, MADV_HUGEPAGE);
-        long pg = sysconf(_SC_PAGESIZE);
-        for (int i = 0; i < n; i++) {
-            model_mat *w = mats[i];
-            size_t nb = qt_pack_bytes(w->type, w->n_in, w->n_out);
-            if (!nb) continue;
-            qt_pack(w->type, w->data, w->n_in, w->n_out, p);
-            w->packed = p;
-            p += (nb + 63) / 64 * 64;
-            /* the mapped pages the copy replaces leave this process (the page cache keeps
-             * them); for tied embeddings a lookup faults its row back */
-            uintptr_t a = (uintptr_t)w->data,
-                      e = a + (uintptr_t)(w->row_bytes * (uint64_t)w->n_out);
-            uintptr_t a2 = (a + (uintptr_t)pg - 1) / (uintptr_t)pg * (uintptr_t)pg;
-            uintptr_t e2 = e / (uintptr_t)pg * (uintptr_t)pg;
-            if (pg > 0 && e2 > a2) madvise((void *)a2, e2 - a2, MADV_DONTNEED);
+        if (k > 0) { /* no thread: this one does that share too */
+            pack_some(&jobs[k]);
         }
     }
+    pack_some(&jobs[0]);
+    for (int k = 1; k < nt; k++)
+        if (started & (1 << k)) pthread_join(th[k], NULL);
+    for (int i = 0; i < n; i++) mats[i]->packed = dst[i];
 out:
     free(mats);
+    free(dst);
     return st;
 }
 
