@@ -751,16 +751,7 @@ static void attn_task(model_ws *w, int layer, int kvh, int32_t r0, int32_t nr, i
         int32_t n_keys = w->row_pos[r0 + r] + 1;
         for (int g = 0; g < group; g++) {
             float *row = sc + ((size_t)r * group + g) * w->max_ctx;
-            float mx = -INFINITY;
-            for (int32_t p = 0; p < n_keys; p++)
-                if (row[p] > mx) mx = row[p];
-            double sum = 0;
-            for (int32_t p = 0; p < n_keys; p++) {
-                row[p] = expf(row[p] - mx);
-                sum += row[p];
-            }
-            float inv = (float)(1.0 / sum);
-            for (int32_t p = 0; p < n_keys; p++) row[p] *= inv;
+            qt_softmax_row(row, n_keys);
             if (s->kv_type == KV_F16) qt_round_f16_row(row, n_keys); /* ggml: F16 V x F32 weights */
             float *o =
                 w->att_out + (size_t)(r0 + r) * hp->n_head * hdv + (size_t)(kvh * group + g) * hdv;
@@ -811,10 +802,6 @@ static int64_t plan_attention(model_ws *w, int32_t n_rows) {
         r = e;
     }
     return n;
-}
-
-static float silu(float x) {
-    return x / (1.0f + expf(-x));
 }
 
 /* Evaluates n_rows rows whose token, sequence, position and logits target are set. */
@@ -870,7 +857,7 @@ static void eval_rows(model_ws *w, const int32_t *tokens, int32_t n_rows) {
             rmsnorm(w->xb + t * E, w->x + t * E, L->ffn_norm, E, hp->norm_eps);
         matmul_l(w, &L->w_gate, l, LORA_GATE, w->xb, w->hb, F, n_rows);
         matmul_l(w, &L->w_up, l, LORA_UP, w->xb, w->hb2, F, n_rows);
-        for (int64_t i = 0; i < n_rows * F; i++) w->hb[i] = silu(w->hb[i]) * w->hb2[i];
+        qt_swiglu_row(w->hb, w->hb2, n_rows * F);
         matmul_l(w, &L->w_down, l, LORA_DOWN, w->hb, w->xb2, E, n_rows);
         for (int64_t i = 0; i < n_rows * E; i++) w->x[i] += w->xb2[i];
     }

@@ -1171,6 +1171,43 @@ static void axpy_f32_rows_generic(float *o, const float *p, const float *v, size
     for (int64_t j = 0; j < nv; j++) axpy_f32_generic(o, p[j], v + (size_t)j * stride, n);
 }
 
+float qt_exp(float x) {
+    x = x > QT_EXP_LO ? x : QT_EXP_LO; /* as max_ps / min_ps: NaN becomes the bound */
+    x = x < QT_EXP_HI ? x : QT_EXP_HI;
+    float k = rintf(x * QT_EXP_LOG2E);
+    float r = x - k * QT_EXP_LN2HI;
+    r = r - k * QT_EXP_LN2LO;
+    float p = QT_EXP_C6;
+    p = p * r + QT_EXP_C5;
+    p = p * r + QT_EXP_C4;
+    p = p * r + QT_EXP_C3;
+    p = p * r + QT_EXP_C2;
+    p = p * r + 1.0f;
+    p = p * r + 1.0f;
+    uint32_t bits = (uint32_t)((int32_t)k + 127) << 23;
+    float s;
+    memcpy(&s, &bits, 4);
+    return p * s;
+}
+
+static void softmax_row_generic(float *x, int64_t n) {
+    float mx = -INFINITY;
+    for (int64_t i = 0; i < n; i++) mx = x[i] > mx ? x[i] : mx;
+    double acc[8] = {0};
+    for (int64_t i = 0; i < n; i++) {
+        x[i] = qt_exp(x[i] - mx);
+        acc[i % 8] += x[i];
+    }
+    double sum = 0;
+    for (int l = 0; l < 8; l++) sum += acc[l];
+    float inv = (float)(1.0 / sum);
+    for (int64_t i = 0; i < n; i++) x[i] *= inv;
+}
+
+static void swiglu_row_generic(float *g, const float *u, int64_t n) {
+    for (int64_t i = 0; i < n; i++) g[i] = g[i] / (1.0f + qt_exp(-g[i])) * u[i];
+}
+
 static void round_f16_row_generic(float *x, int64_t n) {
     for (int64_t i = 0; i < n; i++) x[i] = qt_f16_to_f32(qt_f32_to_f16(x[i]));
 }
@@ -1210,6 +1247,8 @@ static void isa_init(void) {
     g->dot_f32_rows = dot_f32_rows_generic;
     g->axpy_f32_rows = axpy_f32_rows_generic;
     g->round_f16_row = round_f16_row_generic;
+    g->softmax_row = softmax_row_generic;
+    g->swiglu_row = swiglu_row_generic;
 
     isa_best = qti_x86_best();
     for (int l = QT_ISA_AVX2; l <= isa_best; l++) {
@@ -1330,6 +1369,14 @@ void qt_dot_f32_rows(const float *q, const float *k, size_t stride, int64_t nk, 
 void qt_axpy_f32_rows(float *o, const float *p, const float *v, size_t stride, int64_t nv,
                       int64_t n) {
     if (nv > 0 && n > 0) kern()->axpy_f32_rows(o, p, v, stride, nv, n);
+}
+
+void qt_softmax_row(float *x, int64_t n) {
+    if (n > 0) kern()->softmax_row(x, n);
+}
+
+void qt_swiglu_row(float *g, const float *u, int64_t n) {
+    if (n > 0) kern()->swiglu_row(g, u, n);
 }
 
 void qt_round_f16_row(float *x, int64_t n) {

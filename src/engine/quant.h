@@ -99,6 +99,14 @@ void qt_axpy_f32_rows(float *o, const float *p, const float *v, size_t stride, i
                       int64_t n);
 /* x[i] = (float)(f16)x[i], round to nearest even */
 void qt_round_f16_row(float *x, int64_t n);
+/* e^x to ~2 ulp with multiplies and adds only (no FMA), so every level computes the same
+ * bits: x clamped to [-87.3, 88.3]. The element function of the two rows below. */
+float qt_exp(float x);
+/* softmax in place: m = max, x[i] = qt_exp(x[i] - m), divided by their sum (taken in double,
+ * 8 partial sums by i % 8 added in order); the same bits at every level. n > 0. */
+void qt_softmax_row(float *x, int64_t n);
+/* g[i] = g[i] / (1 + qt_exp(-g[i])) * u[i] (SiLU(g) * u); the same bits at every level. */
+void qt_swiglu_row(float *g, const float *u, int64_t n);
 
 /* ---- instruction sets ---- */
 /* Kernels are chosen at run time from what the CPU supports (the build targets x86-64-v2);

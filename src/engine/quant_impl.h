@@ -127,7 +127,23 @@ typedef struct {
     void (*axpy_f32_rows)(float *o, const float *p, const float *v, size_t stride, int64_t nv,
                           int64_t n);
     void (*round_f16_row)(float *x, int64_t n);
+    void (*softmax_row)(float *x, int64_t n);
+    void (*swiglu_row)(float *g, const float *u, int64_t n);
 } qti_kernels;
+
+/* qt_exp's constants, shared by the portable code and the SIMD levels (same operations in
+ * the same order: clamp, n = rint(x log2 e), r = x - n ln2_hi - n ln2_lo (ln2_hi has 16
+ * significant bits, so n ln2_hi is exact), Horner on 1/k!, times 2^n). */
+#define QT_EXP_LO (-87.33654f)
+#define QT_EXP_HI 88.3f
+#define QT_EXP_LOG2E 1.44269504088896341f
+#define QT_EXP_LN2HI 0.693145751953125f
+#define QT_EXP_LN2LO 1.42860682030941723e-06f
+#define QT_EXP_C6 1.38888889e-3f
+#define QT_EXP_C5 8.33333333e-3f
+#define QT_EXP_C4 4.16666667e-2f
+#define QT_EXP_C3 1.66666667e-1f
+#define QT_EXP_C2 0.5f
 
 /* Best level the CPU supports among those this build has kernels for (QT_ISA_GENERIC on
  * non-x86 builds). Calls no quant.c function, so quant.c may call it during its init. */

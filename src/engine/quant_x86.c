@@ -34,6 +34,7 @@
 #if defined(__x86_64__) && defined(__GNUC__)
 
 #include <immintrin.h>
+#include <math.h>
 #include <string.h>
 
 /* ---- CPU detection ---- */
@@ -431,6 +432,72 @@ static void axpy_f32_rows_avx2(float *o, const float *p, const float *v, size_t 
     }
 }
 
+/* qt_exp on 8 lanes: the same operations in the same order (quant_impl.h) */
+AI __m256 exp8_avx2(__m256 x) {
+    x = _mm256_max_ps(x, _mm256_set1_ps(QT_EXP_LO));
+    x = _mm256_min_ps(x, _mm256_set1_ps(QT_EXP_HI));
+    __m256 k = _mm256_round_ps(_mm256_mul_ps(x, _mm256_set1_ps(QT_EXP_LOG2E)),
+                               _MM_FROUND_TO_NEAREST_INT | _MM_FROUND_NO_EXC);
+    __m256 r = _mm256_sub_ps(x, _mm256_mul_ps(k, _mm256_set1_ps(QT_EXP_LN2HI)));
+    r = _mm256_sub_ps(r, _mm256_mul_ps(k, _mm256_set1_ps(QT_EXP_LN2LO)));
+    __m256 p = _mm256_set1_ps(QT_EXP_C6);
+    p = _mm256_add_ps(_mm256_mul_ps(p, r), _mm256_set1_ps(QT_EXP_C5));
+    p = _mm256_add_ps(_mm256_mul_ps(p, r), _mm256_set1_ps(QT_EXP_C4));
+    p = _mm256_add_ps(_mm256_mul_ps(p, r), _mm256_set1_ps(QT_EXP_C3));
+    p = _mm256_add_ps(_mm256_mul_ps(p, r), _mm256_set1_ps(QT_EXP_C2));
+    p = _mm256_add_ps(_mm256_mul_ps(p, r), _mm256_set1_ps(1.0f));
+    p = _mm256_add_ps(_mm256_mul_ps(p, r), _mm256_set1_ps(1.0f));
+    __m256i e =
+        _mm256_slli_epi32(_mm256_add_epi32(_mm256_cvtps_epi32(k), _mm256_set1_epi32(127)), 23);
+    return _mm256_mul_ps(p, _mm256_castsi256_ps(e));
+}
+
+static void softmax_row_avx2(float *x, int64_t n) {
+    __m256 vm = _mm256_set1_ps(-INFINITY);
+    int64_t i = 0;
+    for (; i + 8 <= n; i += 8) vm = _mm256_max_ps(_mm256_loadu_ps(x + i), vm);
+    float l[8];
+    _mm256_storeu_ps(l, vm);
+    float mx = -INFINITY;
+    for (int k = 0; k < 8; k++) mx = l[k] > mx ? l[k] : mx;
+    for (; i < n; i++) mx = x[i] > mx ? x[i] : mx;
+    /* exp and the 8 partial double sums (lane k: elements i % 8 == k) */
+    __m256d a0 = _mm256_setzero_pd(), a1 = _mm256_setzero_pd();
+    const __m256 vmx = _mm256_set1_ps(mx);
+    for (i = 0; i + 8 <= n; i += 8) {
+        __m256 e = exp8_avx2(_mm256_sub_ps(_mm256_loadu_ps(x + i), vmx));
+        _mm256_storeu_ps(x + i, e);
+        a0 = _mm256_add_pd(a0, _mm256_cvtps_pd(_mm256_castps256_ps128(e)));
+        a1 = _mm256_add_pd(a1, _mm256_cvtps_pd(_mm256_extractf128_ps(e, 1)));
+    }
+    double acc[8];
+    _mm256_storeu_pd(acc, a0);
+    _mm256_storeu_pd(acc + 4, a1);
+    for (; i < n; i++) {
+        x[i] = qt_exp(x[i] - mx);
+        acc[i % 8] += x[i];
+    }
+    double sum = 0;
+    for (int k = 0; k < 8; k++) sum += acc[k];
+    float inv = (float)(1.0 / sum);
+    const __m256 vi = _mm256_set1_ps(inv);
+    for (i = 0; i + 8 <= n; i += 8)
+        _mm256_storeu_ps(x + i, _mm256_mul_ps(_mm256_loadu_ps(x + i), vi));
+    for (; i < n; i++) x[i] *= inv;
+}
+
+static void swiglu_row_avx2(float *g, const float *u, int64_t n) {
+    int64_t i = 0;
+    const __m256 one = _mm256_set1_ps(1.0f);
+    for (; i + 8 <= n; i += 8) {
+        __m256 v = _mm256_loadu_ps(g + i);
+        __m256 e = exp8_avx2(_mm256_xor_ps(v, _mm256_set1_ps(-0.0f))); /* -g, as the C */
+        _mm256_storeu_ps(
+            g + i, _mm256_mul_ps(_mm256_div_ps(v, _mm256_add_ps(one, e)), _mm256_loadu_ps(u + i)));
+    }
+    for (; i < n; i++) g[i] = g[i] / (1.0f + qt_exp(-g[i])) * u[i];
+}
+
 static void round_f16_row_avx2(float *x, int64_t n) {
     int64_t i = 0;
     for (; i + 8 <= n; i += 8)
@@ -552,6 +619,8 @@ static void fill_avx2(qti_kernels *k) {
     k->dot_f32_rows = dot_f32_rows_avx2;
     k->axpy_f32_rows = axpy_f32_rows_avx2;
     k->round_f16_row = round_f16_row_avx2;
+    k->softmax_row = softmax_row_avx2;
+    k->swiglu_row = swiglu_row_avx2;
 }
 
 #pragma GCC pop_options

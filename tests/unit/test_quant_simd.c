@@ -453,6 +453,65 @@ static void test_attention_rows(void **state) {
     free(rv);
 }
 
+/* ---- qt_exp, softmax and SwiGLU rows: accurate, and the same bits at every level ---- */
+static void test_exp_rows(void **state) {
+    (void)state;
+    /* accuracy against libm over the range softmax and SiLU use */
+    double worst = 0;
+    for (float x = -87.0f; x <= 88.0f; x += 0.0137f) {
+        double e = exp((double)x), rel = fabs((double)qt_exp(x) - e) / e;
+        if (rel > worst) worst = rel;
+    }
+    assert_true(worst < 4e-7); /* ~3 ulp */
+    assert_true(qt_exp(0.0f) == 1.0f);
+    assert_true(qt_exp(-1000.0f) >= 0.0f && qt_exp(-1000.0f) < 1e-37f);
+    assert_true(isfinite(qt_exp(1000.0f)));
+    enum { N = 1000 };
+    float *x = malloc(N * sizeof(float)), *g = malloc(N * sizeof(float));
+    float *v = malloc(N * sizeof(float)), *u = malloc(N * sizeof(float));
+    assert_true(x && g && v && u);
+    int lv[4], nl = simd_levels(lv);
+    static const int64_t lens[] = {1, 7, 8, 9, 64, 453, 1000};
+    for (size_t li = 0; li < sizeof lens / sizeof lens[0]; li++) {
+        int64_t n = lens[li];
+        for (int64_t i = 0; i < n; i++) {
+            x[i] = frand() * 30.0f;
+            u[i] = frand();
+            if (i % 97 == 3) x[i] = -200.0f; /* far below the max: exp underflows */
+        }
+        memcpy(g, x, (size_t)n * sizeof(float));
+        qt_set_isa(QT_ISA_GENERIC);
+        qt_softmax_row(g, n);
+        double sum = 0;
+        for (int64_t i = 0; i < n; i++) sum += g[i];
+        assert_true(fabs(sum - 1.0) < 1e-5);
+        for (int l = 0; l < nl; l++) {
+            memcpy(v, x, (size_t)n * sizeof(float));
+            qt_set_isa(lv[l]);
+            qt_softmax_row(v, n);
+            assert_memory_equal(g, v, (size_t)n * sizeof(float));
+        }
+        memcpy(g, x, (size_t)n * sizeof(float));
+        qt_set_isa(QT_ISA_GENERIC);
+        qt_swiglu_row(g, u, n);
+        for (int64_t i = 0; i < n; i++) {
+            double ref = (double)x[i] / (1.0 + exp(-(double)x[i])) * (double)u[i];
+            assert_true(fabs(g[i] - ref) <= 1e-6 * fabs(ref) + 1e-30);
+        }
+        for (int l = 0; l < nl; l++) {
+            memcpy(v, x, (size_t)n * sizeof(float));
+            qt_set_isa(lv[l]);
+            qt_swiglu_row(v, u, n);
+            assert_memory_equal(g, v, (size_t)n * sizeof(float));
+        }
+    }
+    qt_set_isa(qt_isa_best());
+    free(x);
+    free(g);
+    free(v);
+    free(u);
+}
+
 /* ---- packed matrices (qt_pack): the same products as qt_matmul, any row count ---- */
 static void check_packed(uint32_t wt, int64_t n, int64_t rows, int32_t n_tok) {
     size_t rb = qt_row_bytes(wt, n), as = qt_row_bytes(qt_vec_dot_type(wt), n);
@@ -559,7 +618,8 @@ int main(void) {
         cmocka_unit_test(test_matmul_f16),     cmocka_unit_test(test_matmul_bf16),
         cmocka_unit_test(test_matmul_f32),     cmocka_unit_test(test_float_rows),
         cmocka_unit_test(test_attention_rows), cmocka_unit_test(test_packed),
-        cmocka_unit_test(test_float_order),    cmocka_unit_test(test_report),
+        cmocka_unit_test(test_exp_rows),       cmocka_unit_test(test_float_order),
+        cmocka_unit_test(test_report),
     };
     return cmocka_run_group_tests(tests, NULL, NULL);
 }
