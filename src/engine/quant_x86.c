@@ -1122,6 +1122,18 @@ AI void pk_repack(int kind, pk_buf *pk, const uint8_t *w, size_t rb, int rows, i
     }
 }
 
+/* y rows of a 16-row tile (rows valid), tokens t0..t0+RT: set on the first pass over k,
+ * added to after */
+AI void pk_store(int RT, const __m512 *acc, int t0, int rows, int first, float *y, int64_t ys) {
+    __mmask16 m = rows >= 16 ? (__mmask16)0xffff : (__mmask16)((1u << rows) - 1);
+#pragma GCC unroll 16
+    for (int t = 0; t < RT; t++) {
+        float *yt = y + (t0 + t) * ys;
+        __m512 v = first ? acc[t] : _mm512_add_ps(_mm512_maskz_loadu_ps(m, yt), acc[t]);
+        _mm512_mask_storeu_ps(yt, m, v);
+    }
+}
+
 AI void pk_tokens(int kind, int RT, const pk_buf *pk, int t0, const uint8_t *act, size_t as,
                   int64_t b0, int64_t nbc, int rows, int first, float *y, int64_t ys) {
     __m512 acc[PK_RT];
@@ -1152,13 +1164,23 @@ AI void pk_tokens(int kind, int RT, const pk_buf *pk, int t0, const uint8_t *act
             acc[t] = _mm512_add_ps(acc[t], _mm512_mul_ps(_mm512_cvtepi32_ps(p[t]), s));
         }
     }
-    __mmask16 m = rows >= 16 ? (__mmask16)0xffff : (__mmask16)((1u << rows) - 1);
-#pragma GCC unroll 16
-    for (int t = 0; t < RT; t++) {
-        float *yt = y + (t0 + t) * ys;
-        __m512 v = first ? acc[t] : _mm512_add_ps(_mm512_maskz_loadu_ps(m, yt), acc[t]);
-        _mm512_mask_storeu_ps(yt, m, v);
-    }
+    pk_store(RT, acc, t0, rows, first, y, ys);
+}
+
+/* Per token and block of the pass: -K * the activation sum (the unsigned weights' offset)
+ * and the scale, shared by the repacking and the packed kernels. */
+AI void pk_prep_tokens(int K, pk_buf *pk, const uint8_t *ag, size_t as, int ntg, int64_t b0,
+                       int64_t nbc) {
+    for (int t = 0; t < ntg; t++)
+        for (int64_t b = 0; b < nbc; b++) {
+            const uint8_t *q = ag + (size_t)t * as + (size_t)(b0 + b) * sizeof(blk_q8_0);
+            __m256i s = _mm256_madd_epi16(
+                _mm256_maddubs_epi16(_mm256_set1_epi8(1),
+                                     _mm256_loadu_si256((const __m256i *)(q + 2))),
+                _mm256_set1_epi16(1));
+            pk->corr[t][b] = -K * hsum256_epi32(s);
+            pk->da[t][b] = f16_at(q);
+        }
 }
 
 AI void q32_pk_512(int kind, const uint8_t *w, size_t rb, int64_t n, int64_t r0, int64_t r1,
@@ -1171,16 +1193,7 @@ AI void q32_pk_512(int kind, const uint8_t *w, size_t rb, int64_t n, int64_t r0,
         for (int32_t tg = 0; tg < nt; tg += PK_TOKENS) {
             int ntg = nt - tg < PK_TOKENS ? nt - tg : PK_TOKENS;
             const uint8_t *ag = act + (size_t)tg * as;
-            for (int t = 0; t < ntg; t++)
-                for (int64_t b = 0; b < nbc; b++) {
-                    const uint8_t *q = ag + (size_t)t * as + (size_t)(b0 + b) * sizeof(blk_q8_0);
-                    __m256i s = _mm256_madd_epi16(
-                        _mm256_maddubs_epi16(_mm256_set1_epi8(1),
-                                             _mm256_loadu_si256((const __m256i *)(q + 2))),
-                        _mm256_set1_epi16(1));
-                    pk->corr[t][b] = -K * hsum256_epi32(s);
-                    pk->da[t][b] = f16_at(q);
-                }
+            pk_prep_tokens(K, pk, ag, as, ntg, b0, nbc);
             for (int64_t r = r0; r < r1; r += 16) {
                 int rows = r1 - r < 16 ? (int)(r1 - r) : 16;
                 pk_repack(kind, pk, w + (size_t)r * rb, rb, rows, b0, nbc);
@@ -1270,13 +1283,7 @@ AI void pkp_tokens(int kind, int RT, const pk_buf *pk, const uint8_t *grp, int64
             acc[t] = _mm512_add_ps(acc[t], _mm512_mul_ps(_mm512_cvtepi32_ps(p[t]), sc));
         }
     }
-    __mmask16 m = rows >= 16 ? (__mmask16)0xffff : (__mmask16)((1u << rows) - 1);
-#pragma GCC unroll 16
-    for (int t = 0; t < RT; t++) {
-        float *yt = y + (t0 + t) * ys;
-        __m512 v = first ? acc[t] : _mm512_add_ps(_mm512_maskz_loadu_ps(m, yt), acc[t]);
-        _mm512_mask_storeu_ps(yt, m, v);
-    }
+    pk_store(RT, acc, t0, rows, first, y, ys);
 }
 
 AI void q32_pkp_512(int kind, const uint8_t *pw, int64_t n, int64_t r0, int64_t r1,
@@ -1290,16 +1297,7 @@ AI void q32_pkp_512(int kind, const uint8_t *pw, int64_t n, int64_t r0, int64_t 
         for (int32_t tg = 0; tg < nt; tg += PK_TOKENS) {
             int ntg = nt - tg < PK_TOKENS ? nt - tg : PK_TOKENS;
             const uint8_t *ag = act + (size_t)tg * as;
-            for (int t = 0; t < ntg; t++)
-                for (int64_t b = 0; b < nbc; b++) {
-                    const uint8_t *q = ag + (size_t)t * as + (size_t)(b0 + b) * sizeof(blk_q8_0);
-                    __m256i s = _mm256_madd_epi16(
-                        _mm256_maddubs_epi16(_mm256_set1_epi8(1),
-                                             _mm256_loadu_si256((const __m256i *)(q + 2))),
-                        _mm256_set1_epi16(1));
-                    pk->corr[t][b] = -K * hsum256_epi32(s);
-                    pk->da[t][b] = f16_at(q);
-                }
+            pk_prep_tokens(K, pk, ag, as, ntg, b0, nbc);
             for (int64_t r = r0; r < r1; r += 16) {
                 int rows = r1 - r < 16 ? (int)(r1 - r) : 16;
                 const uint8_t *grp = pw + (size_t)(r / 16) * gb;
