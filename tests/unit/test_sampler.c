@@ -1,6 +1,7 @@
 /* test_sampler.c - sampling chain and stop-string matcher. */
 #include "testutil.h"
 
+#include <float.h>
 #include <math.h>
 
 #include "base/status.h"
@@ -43,6 +44,49 @@ static void test_greedy(void **st) {
         assert_int_equal(t, argmax(l));
     }
     smp_free(s);
+}
+
+/* Greedy without penalties skips the candidate copy: it must pick what the full path picks
+ * (a penalty of 1.0001 on a token that is never in play forces the full path) on ties, NaN,
+ * +inf next to FLT_MAX and all -inf. */
+static void test_greedy_fast_path(void **st) {
+    (void)st;
+    smp_params p, q;
+    smp_params_default(&p);
+    p.temperature = 0;
+    q = p;
+    q.repeat_penalty = 1.0001f;
+    smp *fast = make(&p), *full = make(&q);
+    float l[NV];
+    int32_t hist[1] = {NV - 1};
+    for (int c = 0; c < 6; c++) {
+        for (int i = 0; i < NV; i++) l[i] = (float)(i % 7) - 10.0f;
+        l[NV - 1] = -1000.0f; /* the penalised token: never the best */
+        if (c == 1) {         /* tie: lowest id */
+            l[5] = 3.0f;
+            l[9] = 3.0f;
+        }
+        if (c == 2) { /* NaN ignored */
+            l[4] = NAN;
+            l[6] = 2.0f;
+        }
+        if (c == 3) { /* +inf counts as FLT_MAX: the lower id wins */
+            l[3] = FLT_MAX;
+            l[8] = INFINITY;
+        }
+        if (c == 4) {
+            l[2] = INFINITY;
+            l[8] = FLT_MAX;
+        }
+        if (c == 5)
+            for (int i = 0; i < NV; i++) l[i] = -INFINITY;
+        int32_t a = -7, b = -7;
+        int ra = smp_sample(fast, l, NULL, 0, &a), rb = smp_sample(full, l, hist, 1, &b);
+        assert_int_equal(ra, rb);
+        if (ra == SH_OK) assert_int_equal(a, b);
+    }
+    smp_free(fast);
+    smp_free(full);
 }
 
 static void test_topk1_is_greedy(void **st) {
@@ -327,10 +371,10 @@ static void test_stop(void **st) {
 
 int main(void) {
     const struct CMUnitTest tests[] = {
-        cmocka_unit_test(test_greedy),    cmocka_unit_test(test_topk1_is_greedy),
-        cmocka_unit_test(test_seed),      cmocka_unit_test(test_top_p_min_p),
-        cmocka_unit_test(test_penalties), cmocka_unit_test(test_bad_input),
-        cmocka_unit_test(test_stop),
+        cmocka_unit_test(test_greedy),          cmocka_unit_test(test_greedy_fast_path),
+        cmocka_unit_test(test_topk1_is_greedy), cmocka_unit_test(test_seed),
+        cmocka_unit_test(test_top_p_min_p),     cmocka_unit_test(test_penalties),
+        cmocka_unit_test(test_bad_input),       cmocka_unit_test(test_stop),
     };
     return cmocka_run_group_tests(tests, NULL, NULL);
 }
