@@ -88,51 +88,39 @@ ASK='allow\? \[y\]es once'
 RAN='^The command ran: toolloop ok\.'
 DENIED='^The command was denied; nothing ran\.'
 
-# ---- direct mode: approve once, then deny ----
+# One REPL conversation: the model calls the tool, the user approves (the command runs and
+# the model answers from its result), then /clear, the same request, and the user denies.
+approve_then_deny() { # label
+    must "$1: prompt" wait_for '^> *$' 100
+    tm send-keys -t repl 'run the tool test' Enter
+    must "$1: the model's tool call is shown" wait_for "$CALL" 200
+    must "$1: approval prompt" wait_for "$ASK" 50
+    check "$1: nothing ran before the approval" test ! -e "$MARK"
+    tm send-keys -t repl 'y' Enter
+    check "$1: the result is shown" wait_for '│ \[exit code 0\]' 100
+    must "$1: the model answers after the tool result" wait_for "$RAN" 200
+    check "$1: the approved command ran" test -e "$MARK"
+    check "$1: prompt after the answer" wait_for '^> *$' 50
+    rm -f "$MARK"
+    tm send-keys -t repl '/clear' Enter
+    check "$1: /clear" wait_for '^\(new conversation\)' 50
+    tm send-keys -t repl 'run the tool test' Enter
+    check "$1: second tool call" wait_count "$CALL" 2 200
+    must "$1: second approval prompt" wait_count "$ASK" 2 50
+    tm send-keys -t repl 'n' Enter
+    check "$1: the denial is reported" wait_for 'denied: denied by the user' 50
+    check "$1: the model answers after the denial" wait_for "$DENIED" 200
+    check "$1: the denied command did not run" test ! -e "$MARK"
+}
+
 start_repl "--direct -m '$MODEL'"
-must "direct: prompt" wait_for '^> *$' 100
-tm send-keys -t repl 'run the tool test' Enter
-must "direct: the model's tool call is shown" wait_for "$CALL" 200
-must "direct: approval prompt" wait_for "$ASK" 50
-check "direct: nothing ran before the approval" test ! -e "$MARK"
-tm send-keys -t repl 'y' Enter
-check "direct: the result is shown" wait_for '│ \[exit code 0\]' 100
-must "direct: the model answers after the tool result" wait_for "$RAN" 200
-check "direct: the approved command ran" test -e "$MARK"
-check "direct: prompt after the answer" wait_for '^> *$' 50
-rm -f "$MARK"
-tm send-keys -t repl '/clear' Enter
-check "direct: /clear" wait_for '^\(new conversation\)' 50
-tm send-keys -t repl 'run the tool test' Enter
-check "direct: second tool call" wait_count "$CALL" 2 200
-must "direct: second approval prompt" wait_count "$ASK" 2 50
-tm send-keys -t repl 'n' Enter
-check "direct: the denial is reported" wait_for 'denied: denied by the user' 50
-check "direct: the model answers after the denial" wait_for "$DENIED" 200
-check "direct: the denied command did not run" test ! -e "$MARK"
+approve_then_deny direct
 check "direct: no daemon was started" test ! -e "$SHAMMAH_HOME/daemon.pid"
 quit_repl
 
-# ---- through the daemon: approve once, then deny ----
 start_daemon "$T/daemon.log" --bind "127.0.0.1:$PORT" -m "$MODEL" -t 2 --ctx 4096
 start_repl ""
-must "daemon: prompt" wait_for '^> *$' 100
-tm send-keys -t repl 'run the tool test' Enter
-must "daemon: the model's tool call is shown" wait_for "$CALL" 200
-must "daemon: approval prompt" wait_for "$ASK" 50
-check "daemon: nothing ran before the approval" test ! -e "$MARK"
-tm send-keys -t repl 'y' Enter
-must "daemon: the model answers after the tool result" wait_for "$RAN" 200
-check "daemon: the approved command ran" test -e "$MARK"
-check "daemon: prompt after the answer" wait_for '^> *$' 50
-rm -f "$MARK"
-tm send-keys -t repl '/clear' Enter
-check "daemon: /clear" wait_for '^\(new conversation\)' 50
-tm send-keys -t repl 'run the tool test' Enter
-must "daemon: second approval prompt" wait_count "$ASK" 2 200
-tm send-keys -t repl 'n' Enter
-check "daemon: the model answers after the denial" wait_for "$DENIED" 200
-check "daemon: the denied command did not run" test ! -e "$MARK"
+approve_then_deny daemon
 quit_repl
 
 report toolloop

@@ -99,3 +99,17 @@ wait_for() { # regex, tenths of seconds: the regex on the REPL's screen
     echo "--- pane:"; pane | tail -15
     return 1
 }
+
+# Asks the REPL for a long answer and presses Ctrl-C after PAUSE seconds. The random test
+# models may end their turn on their own before the Ctrl-C lands: then ask again (at most 3
+# times). Returns 0 once "[canceled]" is shown.
+repl_cancel_story() { # pause
+    for attempt in 1 2 3; do
+        tm send-keys -t repl 'tell me a long story' Enter
+        sleep "$1"
+        tm send-keys -t repl C-c
+        wait_for '^\[canceled\]' 30 >/dev/null && return 0
+        tm send-keys -t repl '/clear' Enter
+    done
+    return 1
+}
