@@ -286,14 +286,18 @@ static int pack_all(model *m) {
     int max = m->hp.n_layer * 7 + 1, n, st = SH_OK;
     model_mat **mats = malloc(sizeof *mats * (size_t)max);
     uint8_t **dst = calloc((size_t)max, sizeof *dst);
-    if (!mats || !dst) {
+    size_t *off = malloc(sizeof *off * (size_t)max); /* in the mapping; SIZE_MAX: not packed */
+    if (!mats || !dst || !off) {
         st = sh_error_set(SH_ENOMEM, "out of memory");
         goto out;
     }
     n = packable(m, mats, max);
     size_t total = 0;
-    for (int i = 0; i < n; i++)
-        total += (qt_pack_bytes(mats[i]->type, mats[i]->n_in, mats[i]->n_out) + 63) / 64 * 64;
+    for (int i = 0; i < n; i++) {
+        size_t nb = qt_pack_bytes(mats[i]->type, mats[i]->n_in, mats[i]->n_out);
+        off[i] = nb ? total : SIZE_MAX;
+        total += (nb + 63) / 64 * 64;
+    }
     if (!total) goto out;
     size_t len = total + PACK_ALIGN;
     void *base = mmap(NULL, len, PROT_READ | PROT_WRITE, MAP_PRIVATE | MAP_ANONYMOUS, -1, 0);
@@ -305,12 +309,8 @@ static int pack_all(model *m) {
     m->pack_len = len;
     uint8_t *p = (uint8_t *)(((uintptr_t)base + PACK_ALIGN - 1) / PACK_ALIGN * PACK_ALIGN);
     madvise(p, total, MADV_HUGEPAGE);
-    for (int i = 0; i < n; i++) {
-        size_t nb = qt_pack_bytes(mats[i]->type, mats[i]->n_in, mats[i]->n_out);
-        if (!nb) continue;
-        dst[i] = p;
-        p += (nb + 63) / 64 * 64;
-    }
+    for (int i = 0; i < n; i++)
+        if (off[i] != SIZE_MAX) dst[i] = p + off[i];
     /* one thread per core (at most PACK_THREADS): packing is a copy, memory-bound */
     long cores = sysconf(_SC_NPROCESSORS_ONLN);
     int nt = cores < 1 ? 1 : cores > PACK_THREADS ? PACK_THREADS : (int)cores;
@@ -334,6 +334,7 @@ static int pack_all(model *m) {
 out:
     free(mats);
     free(dst);
+    free(off);
     return st;
 }
 

@@ -1331,9 +1331,8 @@ void qt_matmul(uint32_t weight_type, const void *w, int64_t n, int64_t r0, int64
 
 size_t qt_pack_bytes(uint32_t type, int64_t n, int64_t rows) {
     size_t qb = pack_q(type);
-    if (!qb || n <= 0 || n % QK8_0 || rows <= 0 || !kern()->matmul_packed[type] ||
-        qt_isa() < QT_ISA_AVX512)
-        return 0;
+    /* the portable kernel is there for a level lowered after packing, not for packing */
+    if (!qb || n <= 0 || n % QK8_0 || rows <= 0 || qt_isa() < QT_ISA_AVX512) return 0;
     return (size_t)((rows + QT_PACK_ROWS - 1) / QT_PACK_ROWS) * QT_PACK_GROUP(qb, n / QK8_0);
 }
 

@@ -149,11 +149,16 @@ static void select_top(smp_cand *c, int32_t n, int32_t k) {
     }
 }
 
+/* whether apply_penalties changes anything for this history */
+static int penalties_apply(const smp_params *p, const int32_t *history, int64_t n_history) {
+    if (p->repeat_last_n == 0 || !history || n_history <= 0) return 0;
+    return !(p->repeat_penalty == 1.0f && p->presence_penalty == 0.0f &&
+             p->frequency_penalty == 0.0f);
+}
+
 static void apply_penalties(smp *s, const int32_t *history, int64_t n_history) {
     const smp_params *p = &s->p;
-    if (p->repeat_last_n == 0 || !history || n_history <= 0) return;
-    if (p->repeat_penalty == 1.0f && p->presence_penalty == 0.0f && p->frequency_penalty == 0.0f)
-        return;
+    if (!penalties_apply(p, history, n_history)) return;
     int64_t from = 0;
     if (p->repeat_last_n > 0 && n_history > p->repeat_last_n) from = n_history - p->repeat_last_n;
     for (int64_t i = from; i < n_history; i++)
@@ -229,9 +234,7 @@ static int32_t greedy_plain(const smp *s, const float *logits) {
 int smp_sample(smp *s, const float *logits, const int32_t *history, int64_t n_history,
                int32_t *out_token) {
     const smp_params *p = &s->p;
-    if (p->temperature <= 0.0f && (p->repeat_last_n == 0 || !history || n_history <= 0 ||
-                                   (p->repeat_penalty == 1.0f && p->presence_penalty == 0.0f &&
-                                    p->frequency_penalty == 0.0f))) {
+    if (p->temperature <= 0.0f && !penalties_apply(p, history, n_history)) {
         int32_t best = greedy_plain(s, logits);
         if (best < 0) return sh_error_set(SH_EINVAL, "sampler: every logit is -inf or NaN");
         *out_token = best;
